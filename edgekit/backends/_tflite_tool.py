@@ -1,0 +1,74 @@
+"""Subprocess helper for the TFLite backend (TensorFlow is heavy and can crash; keep it out of edgekit's process).
+
+    python -m edgekit.backends._tflite_tool signature MODEL.tflite
+    python -m edgekit.backends._tflite_tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def signature(path: str) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner()
+
+    def describe(details: dict) -> dict:
+        return {name: {"shape": [int(d) for d in info["shape"]], "dtype": np.dtype(info["dtype"]).name,
+                       "quantization": [float(info["quantization"][0]), int(info["quantization"][1])]}
+                for name, info in details.items()}
+
+    return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+
+
+def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "int8":
+        with np.load(calib, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        rows = len(next(iter(arrays.values())))
+
+        def representative_dataset():
+            for start in range(0, rows - batch + 1, batch):
+                yield {name: value[start : start + batch].astype(np.float32) for name, value in arrays.items()}
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    with open(out, "wb") as handle:
+        handle.write(converter.convert())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    sig = sub.add_parser("signature")
+    sig.add_argument("model")
+    quant = sub.add_parser("quantize")
+    quant.add_argument("--saved-model", required=True)
+    quant.add_argument("--out", required=True)
+    quant.add_argument("--mode", choices=["dynamic", "int8"], required=True)
+    quant.add_argument("--calib")
+    quant.add_argument("--batch", type=int, default=1)
+    quant.add_argument("--io", choices=["float", "int8"], default="float")
+    args = parser.parse_args(argv)
+    if args.command == "signature":
+        print(json.dumps(signature(args.model)))
+    else:
+        quantize(args.saved_model, args.out, args.mode, args.calib, args.batch, args.io)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""TFLite (LiteRT) backend: onnx2tf converts ONNX to a TensorFlow SavedModel and float TFLite
+files; fp16 comes from onnx2tf, dynamic-range and int8 from TensorFlow's TFLiteConverter over
+that SavedModel with edgekit's own calibration data (so calibration is exactly what the user gave).
+
+Layout: onnx2tf makes 4-D inputs NHWC (the mobile convention); inputs of other ranks are kept
+as they are (``-kat``), so token/sequence models keep their ONNX shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit._lazy import require, version_of
+from edgekit.backends.base import Backend, ConvertContext
+from edgekit.errors import MissingDependency, StageError, ToolError, tail
+from edgekit.profiles import TargetProfile
+from edgekit.types import Artifact, IOBinding, TensorSpec
+
+NHWC = (0, 2, 3, 1)
+# onnx2tf looks for this file in its working directory and downloads it when it is missing.
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+CONVERT_TIMEOUT_S = float(os.environ.get("EDGEKIT_CONVERT_TIMEOUT", 1800))
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for TensorFlow subprocesses: quiet, CPU only, never online."""
+    env = dict(os.environ)
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "TF_ENABLE_ONEDNN_OPTS": "0",
+                "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
+    return env
+
+
+def run_tool(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -> str:
+    """Run a conversion subprocess; on failure raise a StageError with its log tail."""
+    try:
+        completed = subprocess.run(argv, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StageError(f"{stage}: {tool} did not finish within {CONVERT_TIMEOUT_S:.0f} s", hint="set EDGEKIT_CONVERT_TIMEOUT to allow longer") from None
+    log = completed.stdout + completed.stderr
+    (cwd / log_name).write_text(log)
+    if completed.returncode != 0:
+        raise StageError(f"{stage}: {tool} failed (exit {completed.returncode}). Log tail:\n{tail(_strip_noise(log), 20)}",
+                         hint=f"the full log is {cwd / log_name}; rerun with --keep-work to keep it")
+    return log
+
+
+def _strip_noise(log: str) -> str:
+    noisy = ("W0000", "I0000", "E0000", "WARNING: All log messages", "oneDNN", "cuda", "computation placer")
+    return "\n".join(line for line in log.splitlines() if not line.startswith(noisy) and "cuDNN" not in line and "cuBLAS" not in line)
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    extra = "tflite"
+    runtime = "tflite"
+    unsupported_ops = {
+        "Loop": "onnx2tf does not convert ONNX control flow (Loop)",
+        "Scan": "onnx2tf does not convert Scan",
+        "SequenceConstruct": "sequence types have no TFLite equivalent",
+        "SequenceAt": "sequence types have no TFLite equivalent",
+        "StringNormalizer": "string tensors are not supported by TFLite builtins",
+        "TfIdfVectorizer": "not converted by onnx2tf",
+    }
+
+    def check_tools(self) -> dict[str, str]:
+        versions = {}
+        for dist in ("onnx2tf", "tensorflow", "ai-edge-litert"):
+            version = version_of(dist)
+            if version is None:
+                raise MissingDependency(f"the TFLite backend needs '{dist}', which is not installed", hint="pip install 'edgekit[tflite]'")
+            versions[dist] = version
+        return versions
+
+    def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        return {"num_threads": int(profile.backend_options.get("num_threads", 4))}
+
+    # --- conversion ------------------------------------------------------------------------
+
+    def convert(self, ctx: ConvertContext) -> Artifact:
+        versions = self.check_tools()
+        options = ctx.profile.backend_options
+        int8_io = options.get("int8_io", "float")
+        if int8_io not in ("float", "int8"):
+            raise StageError(f"{ctx.profile.source}: backend_options.int8_io must be 'float' or 'int8', got {int8_io!r}")
+        saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
+        started = time.perf_counter()
+        target = ctx.work_dir / f"{ctx.artifact_stem}.tflite"
+        if ctx.precision in ("fp32", "fp16"):
+            source = float_files["fp32" if ctx.precision == "fp32" else "fp16"]
+            os.replace(source, target)
+            ctx.record("quantize", started, "onnx2tf", versions["onnx2tf"], mode=ctx.precision, note="written by onnx2tf")
+        else:
+            input_bindings = self._input_bindings(ctx.inputs, self._signature(float_files["fp32"], ctx.work_dir))
+            self._quantize(ctx, saved_model, target, input_bindings, int8_io, versions["tensorflow"], started)
+        signature = self._signature(target, ctx.work_dir)
+        inputs = self._input_bindings(ctx.inputs, signature)
+        outputs = self._output_bindings(ctx.outputs, signature)
+        return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
+                        inputs=inputs, outputs=outputs,
+                        details={"int8_io": int8_io if ctx.precision == "int8" else "float",
+                                 "signature": signature, "tools": versions})
+
+    def _onnx2tf(self, ctx: ConvertContext, version: str) -> tuple[Path, dict[str, Path]]:
+        started = time.perf_counter()
+        self._write_onnx2tf_sample(ctx)
+        out = ctx.work_dir / "onnx2tf"
+        argv = [sys.executable, "-m", "onnx2tf", "-i", str(ctx.model_path), "-o", str(out), "-osd", "-coion", "-n"]
+        keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
+        if keep:
+            argv += ["-kat", *keep]
+        ctx.log("onnx2tf: converting to a TensorFlow SavedModel")
+        run_tool(argv, ctx.work_dir, "convert", "onnx2tf", "onnx2tf.log")
+        stem = ctx.model_path.stem
+        files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
+        for path in files.values():
+            if not path.is_file():
+                raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
+        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4])
+        return out, files
+
+    @staticmethod
+    def _write_onnx2tf_sample(ctx: ConvertContext) -> None:
+        """Give onnx2tf the image sample it would otherwise download (values in 0..1, NHWC)."""
+        rng = np.random.default_rng(0)
+        np.save(ctx.work_dir / ONNX2TF_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
+
+    def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str, started: float) -> None:
+        argv = [sys.executable, "-m", "edgekit.backends._tflite_tool", "quantize", "--saved-model", str(saved_model),
+                "--out", str(target), "--mode", ctx.precision, "--io", int8_io]
+        samples = 0
+        if ctx.precision == "int8":
+            if ctx.calibration is None:
+                raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
+            calib = {b.artifact_name: np.ascontiguousarray(ctx.calibration.arrays[b.onnx_name].transpose(b.perm) if b.perm else ctx.calibration.arrays[b.onnx_name]) for b in inputs}
+            np.savez(ctx.work_dir / "calibration_tf.npz", **calib)
+            argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz"), "--batch", str(ctx.calibration.batch)]
+            samples = ctx.calibration.count
+        ctx.log(f"TFLiteConverter: {ctx.precision} quantization")
+        run_tool(argv, ctx.work_dir, "quantize", "TFLiteConverter", "quantize.log")
+        detail: dict[str, Any] = {"mode": ctx.precision}
+        if ctx.precision == "int8":
+            detail.update(calibration_samples=samples, io=int8_io, per_channel=True)
+        ctx.record("quantize", started, "tensorflow.lite.TFLiteConverter", tf_version, **detail)
+
+    @staticmethod
+    def _signature(path: Path, work_dir: Path) -> dict[str, Any]:
+        completed = subprocess.run([sys.executable, "-m", "edgekit.backends._tflite_tool", "signature", str(path)],
+                                   cwd=work_dir, env=tool_env(), capture_output=True, text=True, timeout=300)
+        if completed.returncode != 0:
+            raise ToolError(f"cannot read the TFLite model's signature: {tail(_strip_noise(completed.stderr), 10)}")
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+
+    @staticmethod
+    def _input_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
+        available = signature["inputs"]
+        bindings = []
+        for spec in specs:
+            name = _match_name(spec.name, list(available))
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
+            perm = NHWC if len(spec.shape) == 4 else None
+            expected = [spec.shape[i] for i in perm] if perm else list(spec.shape)
+            if list(available[name]["shape"]) != expected:
+                raise StageError(f"convert: TFLite input '{name}' has shape {available[name]['shape']}, expected {expected} from ONNX {list(spec.shape)}")
+            bindings.append(IOBinding(spec.name, name, perm))
+        return bindings
+
+    @staticmethod
+    def _output_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
+        available = signature["outputs"]
+        ordered = list(available)
+        bindings = []
+        for index, spec in enumerate(specs):
+            name = _match_name(spec.name, ordered)
+            if name is None and f"output_{index}" in available:
+                name = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(ordered)})")
+            shape = list(available[name]["shape"])
+            onnx_shape = list(spec.shape)
+            channels_last = (0, *range(2, len(onnx_shape)), 1) if len(onnx_shape) >= 3 else None
+            if channels_last and shape == [onnx_shape[i] for i in channels_last] and (shape != onnx_shape or len(onnx_shape) == 4):
+                # Ambiguous only when both layouts have the same shape; onnx2tf emits 4-D outputs channels-last.
+                perm = channels_last
+            elif shape == onnx_shape:
+                perm = None
+            else:
+                raise StageError(f"convert: TFLite output '{name}' has shape {shape}, which matches neither ONNX {onnx_shape} nor its channels-last form")
+            bindings.append(IOBinding(spec.name, name, perm))
+        return bindings
+
+
+def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
+    if onnx_name in candidates:
+        return onnx_name
+    sanitized = "".join(c if c.isalnum() or c == "_" else "_" for c in onnx_name)
+    for candidate in candidates:
+        if candidate == sanitized or candidate.lower() == sanitized.lower():
+            return candidate
+    return None

@@ -1,0 +1,256 @@
+"""The build pipeline: load & check -> simplify -> convert/quantize -> verify -> report.
+
+Each stage is a small function; this module only sequences them, times them, names the stage
+that failed (with the ones that had finished), and writes outputs atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from edgekit import __version__
+from edgekit._lazy import version_of
+from edgekit.backends import Backend, ConvertContext, get_backend
+from edgekit.calibration import SampleSet, load_samples, random_samples
+from edgekit.errors import CalibrationError, DeviceError, EdgekitError, OptionsError, StageError, ToolError
+from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
+from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
+from edgekit.profiles import TargetProfile, resolve_target
+from edgekit.reference import run_reference
+from edgekit.report import report_to_json
+from edgekit.simplify import simplify as run_simplify
+from edgekit.transport.base import Transport
+from edgekit.transport.local import LocalTransport
+from edgekit.types import PRECISIONS, BuildOptions, BuildReport, StageRecord, VerificationResult
+from edgekit.verify import verify_artifact
+
+REPORT_NAME = "edgekit-report.json"
+MAX_CALIBRATION_SAMPLES = 256
+
+
+class Progress(Protocol):
+    def stage_started(self, name: str, description: str) -> None: ...
+    def stage_finished(self, record: StageRecord) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentProgress:
+    def stage_started(self, name: str, description: str) -> None:
+        pass
+
+    def stage_finished(self, record: StageRecord) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class _Run:
+    """State of one build while it runs."""
+
+    progress: Progress
+    stages: list[StageRecord] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, description: str) -> Iterator[None]:
+        self.progress.stage_started(name, description)
+        try:
+            yield
+        except ToolError as exc:
+            if not isinstance(exc, StageError):
+                exc = StageError(f"{name}: {exc.message}", hint=exc.hint)
+            done = ", ".join(s.name for s in self.stages) or "none"
+            exc.message = f"{exc.message}\n  (stage '{name}' failed; stages finished before it: {done})"
+            raise exc from None
+
+    def add(self, record: StageRecord) -> None:
+        self.stages.append(record)
+        self.progress.stage_finished(record)
+
+
+def resolve_precision(profile: TargetProfile, precision: str | None) -> str:
+    chosen = precision or profile.default_precision
+    if chosen not in PRECISIONS:
+        raise OptionsError(f"unknown precision '{chosen}'", hint=f"choose one of {', '.join(PRECISIONS)}")
+    if chosen not in profile.precisions:
+        raise OptionsError(f"target '{profile.name}' does not offer precision '{chosen}'", hint=f"it offers {', '.join(profile.precisions)}")
+    return chosen
+
+
+def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile) -> None:
+    if precision == "int8" and calib is None:
+        default = " (it is this target's default precision)" if profile.default_precision == "int8" else ""
+        raise CalibrationError(
+            f"int8 quantization needs calibration data{default}, and edgekit never calibrates on random data",
+            hint="pass --calib PATH: a .npy/.npz file, a folder of .npy/.npz files, or a folder of images "
+            "(100+ representative samples); or choose --precision fp16, or --precision dynamic for int8 weights without calibration",
+        )
+
+
+def _verification_samples(loaded: LoadedModel, calibration: SampleSet | None, options: BuildOptions) -> SampleSet:
+    if calibration is not None:
+        return calibration.head(min(options.max_samples, calibration.count))
+    return random_samples(loaded.inputs, options.max_samples, options.seed)
+
+
+def build(
+    model: str | Path,
+    target: str | Path | TargetProfile,
+    *,
+    precision: str | None = None,
+    calib: str | Path | None = None,
+    out_dir: str | Path = "edgekit-out",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    options: BuildOptions | None = None,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    keep_work: bool = False,
+) -> BuildReport:
+    """Build ``model`` for ``target`` and verify it; returns the report (also written to ``out_dir``).
+
+    Verification results never raise: check ``report.verification.status``. Bad input raises an
+    :class:`~edgekit.errors.InputError`, a failing tool a :class:`~edgekit.errors.ToolError`.
+    """
+    options = options or BuildOptions()
+    options.calib = Path(calib) if calib is not None else options.calib
+    options.out_dir = Path(out_dir)
+    options.input_shapes = dict(input_shapes or options.input_shapes)
+    run = _Run(progress or SilentProgress())
+    profile = target if isinstance(target, TargetProfile) else resolve_target(target)
+    chosen = resolve_precision(profile, precision or options.precision)
+    _require_calibration(chosen, options.calib, profile)
+    backend = get_backend(profile.backend, profile)
+    backend.check_tools()
+
+    work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir)))
+    try:
+        return _build(Path(model), profile, chosen, backend, options, run, work_dir, transport)
+    finally:
+        if keep_work:
+            run.progress.message(f"work files kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _ensure_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionsError(f"cannot create output folder {path}: {exc}") from None
+    return path
+
+
+def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Backend, options: BuildOptions,
+           run: _Run, work_dir: Path, transport: Transport | None) -> BuildReport:
+    started = time.perf_counter()
+    with run.stage("load", "Loading and checking the model"):
+        loaded = load_model(model_path)
+        loaded = apply_input_shapes(loaded, options.input_shapes, require_static=profile.static_shapes)
+        blocking = backend.blocking_ops(loaded.proto)
+        if blocking:
+            raise StageError(f"the {backend.name} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
+                             hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target")
+        calibration = load_samples(options.calib, loaded.inputs, profile.preprocessing, MAX_CALIBRATION_SAMPLES) if options.calib else None
+        samples = _verification_samples(loaded, calibration, options)
+        references = run_reference(loaded.proto, samples)
+    run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
+                        {"opset": loaded.opset, "nodes": len(loaded.proto.graph.node), "bytes": loaded.file_bytes,
+                         "calibration_samples": calibration.count if calibration else 0}))
+
+    simplified = loaded.proto
+    if options.simplify:
+        with run.stage("simplify", "Simplifying the graph (onnxsim, onnxslim)"):
+            result = run_simplify(loaded.proto, samples, references)
+        simplified = result.model
+        run.add(StageRecord("simplify", round(result.seconds, 3), result.tool, result.tool_version,
+                            {"nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
+                             "checked_against_original": True, "attempts": result.attempts}))
+    else:
+        run.add(StageRecord("simplify", 0.0, None, None, {"skipped": "--no-simplify"}))
+
+    stem = model_path.stem
+    prepared = save_model(simplified, work_dir / f"{stem}.onnx")
+    ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
+                         profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
+                         artifact_stem=f"{stem}_{precision}", log=run.progress.message)
+    with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
+        artifact = backend.convert(ctx)
+    for record in ctx.stages:
+        run.add(record)
+
+    out_dir = options.out_dir
+    final_path = out_dir / artifact.path.name
+    atomic_copy(artifact.path, final_path)
+    extra_final = []
+    for extra in artifact.extra_files:
+        atomic_copy(extra, out_dir / extra.name)
+        extra_final.append(out_dir / extra.name)
+    artifact.path, artifact.extra_files = final_path, extra_final
+
+    verification, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transport)
+    report = BuildReport(
+        edgekit_version=__version__,
+        target=profile.name,
+        backend=backend.name,
+        precision=precision,
+        artifact=final_path.name,
+        artifact_sha256=sha256_tree(final_path),
+        artifact_bytes=size_of(final_path) + sum(size_of(p) for p in extra_final),
+        artifact_files=[final_path.name, *(p.name for p in extra_final)],
+        artifact_runtime=artifact.runtime,
+        source_model=str(model_path),
+        source_model_sha256=loaded.sha256,
+        inputs=loaded.inputs,
+        outputs=loaded.outputs,
+        io={"inputs": artifact.inputs, "outputs": artifact.outputs},
+        stages=run.stages,
+        verification=verification,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_report(report, out_dir)
+    if device_error is not None:
+        raise device_error
+    return report
+
+
+def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet,
+            references: list, options: BuildOptions, run: _Run, transport: Transport | None) -> tuple[VerificationResult, EdgekitError | None]:
+    where = "host" if transport is None or transport.where == "host" else "device"
+    if not options.verify:
+        result = VerificationResult.skipped("verification disabled with --no-verify", where=where)
+        run.add(StageRecord("verify", 0.0, None, None, {"status": "skipped"}))
+        return result, None
+    started = time.perf_counter()
+    run.progress.stage_started("verify", f"Verifying on the {where if where == 'host' else transport.device_name}")
+    device_error = None
+    try:
+        result = verify_artifact(
+            artifact, samples, references, profile.tolerance_for(precision), transport or LocalTransport(),
+            warmup=options.warmup_runs if options.warmup_runs is not None else profile.latency_warmup,
+            runs=options.latency_runs if options.latency_runs is not None else profile.latency_runs,
+            options=backend.runner_options(artifact, profile),
+        )
+    except DeviceError as exc:
+        # The build is good but could not be checked: say so, keep the artifact, exit non-zero.
+        result = VerificationResult.skipped(f"verification could not run: {exc.message}", where=where,
+                                            device=getattr(transport, "device_name", None))
+        device_error = exc
+    runtime, _, runtime_version = (result.runtime or "").partition(" ")
+    run.add(StageRecord("verify", round(time.perf_counter() - started, 3), runtime or None, runtime_version or None,
+                        {"status": result.status, "where": where}))
+    return result, device_error
+
+
+def write_report(report: BuildReport, out_dir: Path) -> Path:
+    path = out_dir / REPORT_NAME
+    atomic_write_text(path, report_to_json(report))
+    report.report_path = path
+    return path

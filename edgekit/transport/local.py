@@ -1,0 +1,67 @@
+"""Run the device runner on this host, in a subprocess so a crashing runtime cannot take edgekit down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import DeviceError
+from edgekit.transport.base import CommandResult, Transport
+
+
+class LocalTransport(Transport):
+    where = "host"
+
+    def __init__(self, python: str | None = None, keep: bool = False) -> None:
+        self.python = python or sys.executable
+        self.keep = keep
+        self.work_dir: Path | None = None
+
+    def open(self) -> None:
+        self.work_dir = Path(tempfile.mkdtemp(prefix="edgekit-run-"))
+
+    def close(self) -> None:
+        if self.work_dir is not None and not self.keep:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir = None
+
+    def _dir(self) -> Path:
+        if self.work_dir is None:
+            raise RuntimeError("LocalTransport used outside 'with'")
+        return self.work_dir
+
+    def upload(self, local: Path, name: str) -> None:
+        target = self._dir() / name
+        if local.is_dir():
+            shutil.copytree(local, target)
+        else:
+            shutil.copyfile(local, target)
+
+    def download(self, name: str, local: Path) -> None:
+        source = self._dir() / name
+        if not source.exists():
+            raise DeviceError(f"the runner did not produce '{name}' on this host")
+        shutil.copyfile(source, local)
+
+    def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
+        process = subprocess.Popen(
+            [self.python, script, *args],
+            cwd=self._dir(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # so a timeout kills the whole process group
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise DeviceError(f"the runner on this host did not finish within {timeout:.0f} s and was killed", hint="raise the run timeout, or check the model for a hang") from None
+        return CommandResult(process.returncode, stdout, stderr)

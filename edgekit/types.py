@@ -1,0 +1,216 @@
+"""The plain data types that carry a build from stage to stage.
+
+They are serialized only at the edge: :meth:`BuildReport.to_dict` is the report contract
+(``edgekit-report.json``), documented in the README. Keys there are stable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Precision = Literal["fp32", "fp16", "int8", "dynamic"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic")
+VerificationStatus = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, static or symbolic dims, numpy dtype name."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class BuildOptions:
+    """What the user asked for, validated at the CLI/API edge."""
+
+    precision: str | None = None  # None: the profile's default
+    calib: Path | None = None
+    out_dir: Path = Path("edgekit-out")
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    simplify: bool = True
+    verify: bool = True
+    latency_runs: int | None = None  # None: the profile's default
+    warmup_runs: int | None = None
+    max_samples: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class IOBinding:
+    """How an ONNX tensor maps onto an artifact tensor.
+
+    ``perm`` turns the ONNX layout into the artifact's (e.g. NCHW -> NHWC is ``(0, 2, 3, 1)``);
+    ``squeeze_batch`` is set for runtimes whose tensors drop the batch dim (ncnn Mats).
+    """
+
+    onnx_name: str
+    artifact_name: str
+    perm: tuple[int, ...] | None = None
+    squeeze_batch: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "onnx_name": self.onnx_name,
+            "artifact_name": self.artifact_name,
+            "perm": list(self.perm) if self.perm is not None else None,
+            "squeeze_batch": self.squeeze_batch,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "IOBinding":
+        perm = data.get("perm")
+        return cls(
+            onnx_name=data["onnx_name"],
+            artifact_name=data["artifact_name"],
+            perm=tuple(perm) if perm is not None else None,
+            squeeze_batch=bool(data.get("squeeze_batch", False)),
+        )
+
+
+@dataclass
+class Artifact:
+    """A converted model on disk plus what a runtime needs to feed it."""
+
+    path: Path
+    backend: str
+    precision: str
+    runtime: str  # the device-runner runtime that executes it, e.g. "tflite"
+    inputs: list[IOBinding]
+    outputs: list[IOBinding]
+    extra_files: list[Path] = field(default_factory=list)  # e.g. ncnn .bin beside .param
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    seconds: float
+    tool: str | None = None
+    tool_version: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class OutputMetrics:
+    name: str
+    max_abs_error: float
+    mean_abs_error: float
+    max_rel_error: float
+    cosine: float
+    sqnr_db: float
+    finite: bool
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LatencyStats:
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    runs: int
+    warmup: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class VerificationResult:
+    status: VerificationStatus
+    where: Literal["host", "device"]
+    runtime: str | None = None
+    reason: str | None = None
+    device: str | None = None
+    samples: int = 0
+    input_source: str | None = None  # "calibration" or "random(seed=N)"
+    tolerances: dict[str, float] = field(default_factory=dict)
+    outputs: list[OutputMetrics] = field(default_factory=list)
+    latency_ms: LatencyStats | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str, where: Literal["host", "device"] = "host", **extra: Any) -> "VerificationResult":
+        return cls(status="skipped", where=where, reason=reason, **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "where": self.where,
+            "device": self.device,
+            "runtime": self.runtime,
+            "reason": self.reason,
+            "samples": self.samples,
+            "input_source": self.input_source,
+            "tolerances": self.tolerances,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "latency_ms": self.latency_ms.to_dict() if self.latency_ms else None,
+            "environment": self.environment,
+        }
+
+
+@dataclass
+class BuildReport:
+    edgekit_version: str
+    target: str
+    backend: str
+    precision: str
+    artifact: str  # relative to the report's folder
+    artifact_sha256: str
+    artifact_bytes: int
+    source_model: str
+    source_model_sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    stages: list[StageRecord]
+    verification: VerificationResult
+    io: dict[str, list[IOBinding]] = field(default_factory=dict)
+    artifact_files: list[str] = field(default_factory=list)
+    artifact_runtime: str | None = None
+    created_at: str = ""
+    report_path: Path | None = None  # where it was written; not serialized
+
+    @property
+    def passed(self) -> bool:
+        return self.verification.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edgekit_version": self.edgekit_version,
+            "created_at": self.created_at,
+            "target": self.target,
+            "backend": self.backend,
+            "precision": self.precision,
+            "artifact": self.artifact,
+            "artifact_sha256": self.artifact_sha256,
+            "artifact_bytes": self.artifact_bytes,
+            "artifact_files": self.artifact_files,
+            "artifact_runtime": self.artifact_runtime,
+            "source_model": self.source_model,
+            "source_model_sha256": self.source_model_sha256,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "io": {k: [b.to_dict() for b in v] for k, v in self.io.items()},
+            "stages": [s.to_dict() for s in self.stages],
+            "verification": self.verification.to_dict(),
+        }

@@ -1,0 +1,139 @@
+"""Verify: run an artifact through the device runner (on this host or a device) and judge its
+outputs against the onnxruntime reference on the same inputs."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.calibration import SampleSet
+from edgekit.errors import DeviceError
+from edgekit.metrics import compare, merge
+from edgekit.profiles import Tolerance
+from edgekit.transport.base import Transport
+from edgekit.types import Artifact, IOBinding, LatencyStats, VerificationResult
+
+RUNNER_SCRIPT = Path(__file__).resolve().parent / "runner" / "device_runner.py"
+RUNNER_NAME = "edgekit_runner.py"
+EXIT_RUNTIME_MISSING = 3
+
+
+def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
+    if binding.perm is not None:
+        array = array.transpose(binding.perm)
+    if binding.squeeze_batch:
+        array = array[0]
+    return np.ascontiguousarray(array)
+
+
+def from_artifact_layout(array: np.ndarray, binding: IOBinding, reference_shape: tuple[int, ...]) -> np.ndarray:
+    if binding.squeeze_batch:
+        array = array[None]
+    if binding.perm is not None and array.ndim == len(binding.perm):
+        array = array.transpose(np.argsort(binding.perm))
+    if array.shape != reference_shape and array.size == int(np.prod(reference_shape)):
+        # Runtimes may drop or add size-1 dims (ncnn Mats); that never reorders data.
+        if tuple(d for d in array.shape if d != 1) == tuple(d for d in reference_shape if d != 1):
+            array = array.reshape(reference_shape)
+    return array
+
+
+def _runner_error(stderr: str) -> tuple[str, str]:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("EDGEKIT_RUNNER_ERROR "):
+            data = json.loads(line.split(" ", 1)[1])
+            return data.get("kind", "error"), data.get("message", "")
+    return "crash", "\n".join(stderr.strip().splitlines()[-12:])
+
+
+def verify_artifact(
+    artifact: Artifact,
+    samples: SampleSet,
+    references: list[dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    transport: Transport,
+    *,
+    warmup: int,
+    runs: int,
+    options: dict | None = None,
+    timeout: float = 600.0,
+) -> VerificationResult:
+    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
+    where = transport.where
+    base = {"where": where, "device": transport.device_name, "samples": samples.count,
+            "input_source": samples.source, "tolerances": tolerance.to_dict()}
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch_text:
+        scratch = Path(scratch_text)
+        io = {
+            "runtime": artifact.runtime,
+            "inputs": [b.artifact_name for b in artifact.inputs],
+            "outputs": [b.artifact_name for b in artifact.outputs],
+            "options": options or {},
+            "samples": samples.count,
+            "warmup": warmup,
+            "runs": runs,
+        }
+        (scratch / "io.json").write_text(json.dumps(io))
+        feed = {}
+        for s in range(samples.count):
+            sample = samples.sample(s)
+            for k, binding in enumerate(artifact.inputs):
+                feed[f"s{s}_i{k}"] = to_artifact_layout(sample[binding.onnx_name], binding)
+        np.savez(scratch / "inputs.npz", **feed)
+
+        with transport:
+            transport.upload(RUNNER_SCRIPT, RUNNER_NAME)
+            transport.upload(artifact.path, artifact.path.name)
+            for extra in artifact.extra_files:
+                transport.upload(extra, extra.name)
+            transport.upload(scratch / "io.json", "io.json")
+            transport.upload(scratch / "inputs.npz", "inputs.npz")
+            result = transport.run_python(
+                RUNNER_NAME,
+                ["run", "--artifact", artifact.path.name, "--io", "io.json", "--inputs", "inputs.npz",
+                 "--outputs", "outputs.npz", "--timings", "timings.json"],
+                timeout=timeout,
+            )
+            if result.exit_code == EXIT_RUNTIME_MISSING:
+                _, message = _runner_error(result.stderr)
+                return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)
+            if result.exit_code != 0:
+                # The artifact would not load or run: a verdict on the artifact, not a transport fault.
+                kind, message = _runner_error(result.stderr)
+                place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
+                return VerificationResult(status="failed", reason=f"the runtime failed {place} ({kind}, exit {result.exit_code}): {message}",
+                                          runtime=artifact.runtime, **base)
+            transport.download("outputs.npz", scratch / "outputs.npz")
+            transport.download("timings.json", scratch / "timings.json")
+        try:
+            timings = json.loads((scratch / "timings.json").read_text())
+            with np.load(scratch / "outputs.npz", allow_pickle=False) as archive:
+                produced = {key: archive[key] for key in archive.files}
+        except (ValueError, OSError) as exc:
+            raise DeviceError(f"the runner's results could not be read back: {exc}") from None
+
+    outputs = []
+    for k, binding in enumerate(artifact.outputs):
+        per_sample = []
+        for s, reference in enumerate(references):
+            expected = reference[binding.onnx_name]
+            key = f"s{s}_o{k}"
+            if key not in produced:
+                raise DeviceError(f"the runner returned no value for output '{binding.onnx_name}' (sample {s})")
+            got = from_artifact_layout(produced[key], binding, expected.shape)
+            per_sample.append(compare(binding.onnx_name, expected, got, tolerance))
+        outputs.append(merge(per_sample, tolerance))
+    status = "passed" if all(o.passed for o in outputs) else "failed"
+    reason = None if status == "passed" else "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
+    latency = LatencyStats(p50=timings["p50"], p90=timings["p90"], p99=timings["p99"], mean=timings["mean"],
+                           runs=timings["runs"], warmup=timings["warmup"]) if timings.get("runs") else None
+    runtime_label = timings.get("runtime") or artifact.runtime
+    if timings.get("runtime_version"):
+        runtime_label = f"{runtime_label} {timings['runtime_version']}"
+    environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version")}
+    return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
+                              latency_ms=latency, environment=environment, **base)
+
