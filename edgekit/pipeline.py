@@ -85,9 +85,9 @@ def resolve_precision(profile: TargetProfile, precision: str | None) -> str:
     return chosen
 
 
-def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile) -> None:
+def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile, from_default: bool) -> None:
     if precision == "int8" and calib is None:
-        default = " (it is this target's default precision)" if profile.default_precision == "int8" else ""
+        default = f" (int8 is target '{profile.name}''s default precision)" if from_default else ""
         raise CalibrationError(
             f"int8 quantization needs calibration data{default}, and edgekit never calibrates on random data",
             hint="pass --calib PATH: a .npy/.npz file, a folder of .npy/.npz files, or a folder of images "
@@ -125,12 +125,13 @@ def build(
     options.input_shapes = dict(input_shapes or options.input_shapes)
     run = _Run(progress or SilentProgress())
     profile = target if isinstance(target, TargetProfile) else resolve_target(target)
-    chosen = resolve_precision(profile, precision or options.precision)
-    _require_calibration(chosen, options.calib, profile)
+    asked = precision or options.precision
+    chosen = resolve_precision(profile, asked)
+    _require_calibration(chosen, options.calib, profile, from_default=asked is None)
     backend = get_backend(profile.backend, profile)
     backend.check_tools()
 
-    work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir)))
+    work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
     try:
         return _build(Path(model), profile, chosen, backend, options, run, work_dir, transport)
     finally:

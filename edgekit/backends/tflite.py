@@ -48,7 +48,7 @@ def run_tool(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -
     (cwd / log_name).write_text(log)
     if completed.returncode != 0:
         raise StageError(f"{stage}: {tool} failed (exit {completed.returncode}). Log tail:\n{tail(_strip_noise(log), 20)}",
-                         hint=f"the full log is {cwd / log_name}; rerun with --keep-work to keep it")
+                         hint="rerun with --keep-work to keep the full log and intermediate files")
     return log
 
 

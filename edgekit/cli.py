@@ -1,0 +1,270 @@
+"""The edgekit command line. Errors print in one or two lines (no traceback unless --debug) and
+map to documented exit codes (README, "Exit codes")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EXIT_INTERRUPTED, EdgekitError, InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+class EdgekitGroup(click.Group):
+    """Turns EdgekitError into a short message and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            from rich.markup import escape
+
+            console = _console()
+            console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+            if exc.hint:
+                console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _console().print("[red]interrupted[/]; nothing half-written was left in the output folder")
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=EdgekitGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="edgekit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """edgekit: take an ONNX model to a verified, measured artifact for an edge device.
+
+    \b
+    Typical use:
+      edgekit build model.onnx --target android --precision fp16
+      edgekit build model.onnx --target android --precision int8 --calib data/
+      edgekit inspect model.onnx --target android
+      edgekit targets
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# --- build ---------------------------------------------------------------------------------
+
+
+class RichProgress:
+    """Stage-by-stage progress on stderr: a spinner while a stage runs, a line when it ends."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.console = _console()
+        self.status = None
+
+    def stage_started(self, name: str, description: str) -> None:
+        if self.quiet:
+            return
+        self._stop()
+        self.status = self.console.status(f"[bold]{name}[/]: {description}...")
+        self.status.start()
+
+    def stage_finished(self, record) -> None:
+        if self.quiet:
+            return
+        self._stop()
+        tool = f" [dim]({record.tool}{' ' + record.tool_version if record.tool_version else ''})[/]" if record.tool else ""
+        status = record.detail.get("status")
+        mark = {"failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}.get(status, "[green]✓[/]")
+        self.console.print(f"{mark} {record.name:<9} {record.seconds:7.2f} s{tool}")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"  [dim]{text}[/]")
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def close(self) -> None:
+        self._stop()
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    from edgekit.modelio import parse_shape
+
+    return dict(parse_shape(v) for v in values)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None:
+    from rich.table import Table
+
+    console = _console(stderr=False)
+    verification = report_dict["verification"]
+    table = Table(title=f"{Path(report_dict['source_model']).name} → {report_dict['target']} ({report_dict['backend']}, {report_dict['precision']})",
+                  title_justify="left")
+    for column in ("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "result"):
+        table.add_column(column, justify="right" if column not in ("output", "result") else "left")
+    for output in verification["outputs"]:
+        result = "[green]pass[/]" if output["passed"] else "[red]FAIL[/]"
+        table.add_row(output["name"], _fmt(output["max_abs_error"]), _fmt(output["mean_abs_error"]),
+                      _fmt(output["cosine"], 6), _fmt(output["sqnr_db"]), result)
+    if verification["outputs"]:
+        console.print(table)
+    status = verification["status"]
+    colour = {"passed": "green", "failed": "red", "skipped": "yellow"}[status]
+    where = verification.get("device") or verification["where"]
+    console.print(f"artifact     {report_dict['artifact']}  ({report_dict['artifact_bytes'] / 1024:.1f} KiB)")
+    console.print(f"verification [{colour}]{status}[/] on {where}" + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
+    if verification.get("reason"):
+        from rich.markup import escape
+
+        console.print(f"             {escape(verification['reason'])}", soft_wrap=True)
+    latency = verification.get("latency_ms")
+    if latency:
+        console.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)")
+    if report_path:
+        console.print(f"report       {report_path}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", required=True, help="Target profile name (see 'edgekit targets') or path to a .toml profile.")
+@click.option("-p", "--precision", type=click.Choice(["fp32", "fp16", "int8", "dynamic"]), help="Numeric precision. Default: the target's. 'dynamic' = int8 weights, float activations (no calibration).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("edgekit-out"), show_default=True, help="Output folder for the artifact and edgekit-report.json.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS", help="Fix an input's shape, e.g. image=1x3x224x224. Repeatable.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")
+@click.option("--no-verify", is_flag=True, help="Skip verification (the report says 'skipped').")
+@click.option("--samples", type=click.IntRange(1, 1000), default=8, show_default=True, help="Verification samples (taken from --calib when given, else seeded random).")
+@click.option("--runs", type=click.IntRange(1, 100000), help="Timed latency runs. Default: the target's.")
+@click.option("--warmup", type=click.IntRange(0, 10000), help="Warm-up runs before timing. Default: the target's.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random verification inputs.")
+@click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def build(model: Path, target: str, precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
+          no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
+          keep_work: bool, as_json: bool, quiet: bool) -> None:
+    """Build MODEL for a target, verify it against onnxruntime, and write a report.
+
+    Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
+    3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error.
+    """
+    from edgekit.pipeline import build as run_build
+    from edgekit.report import report_to_dict
+    from edgekit.types import BuildOptions
+
+    options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
+                           latency_runs=runs, warmup_runs=warmup, seed=seed)
+    progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
+    try:
+        report = run_build(model, target, precision=precision, calib=calib, out_dir=out_dir,
+                           input_shapes=_parse_shapes(input_shapes), options=options, progress=progress, keep_work=keep_work)
+    finally:
+        progress.close()
+    data = report_to_dict(report)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif not quiet:
+        print_summary(data, report.report_path)
+    if report.verification.status == "failed":
+        sys.exit(1)
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def targets(ctx: click.Context, as_json: bool) -> None:
+    """List target profiles (one line each). 'edgekit targets show NAME' prints one resolved."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekit.backends import registered
+    from edgekit.profiles import available_profiles
+
+    profiles = available_profiles()
+    if as_json:
+        click.echo(json.dumps({name: p.to_dict() for name, p in profiles.items()}, indent=2))
+        return
+    available = set(registered())
+    for name, profile in profiles.items():
+        state = "" if profile.backend in available else "  [not available yet]"
+        aliases = f" (aliases: {', '.join(profile.aliases)})" if profile.aliases else ""
+        click.echo(f"{name:<18} {profile.backend:<9} {profile.default_precision:<7} {profile.description}{aliases}{state}")
+
+
+@targets.command("show", context_settings=CONTEXT)
+@click.argument("name")
+def targets_show(name: str) -> None:
+    """Print the resolved profile NAME (or a path to a .toml) as JSON, defaults filled in."""
+    from edgekit.profiles import resolve_target
+
+    click.echo(json.dumps(resolve_target(name).to_dict(), indent=2))
+
+
+# --- inspect -------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", help="Also list the ops this target's backend is known not to support.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(model: Path, target: str | None, as_json: bool) -> None:
+    """Describe MODEL: inputs/outputs, opset, op histogram, parameters, size, blocking ops."""
+    from edgekit.inspect import inspect_model
+
+    info = inspect_model(model, target)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    console = _console(stderr=False)
+    console.print(f"[bold]{info['path']}[/]  opset {info['opset']}  {info['bytes'] / 1024:.1f} KiB  {info['parameters']:,} parameters  {info['nodes']} nodes")
+    io_table = Table("", "name", "shape", "dtype", title="tensors", title_justify="left")
+    for kind in ("inputs", "outputs"):
+        for tensor in info[kind]:
+            io_table.add_row(kind[:-1], tensor["name"], str(tensor["shape"]), tensor["dtype"])
+    console.print(io_table)
+    ops = Table("op", "count", title="ops", title_justify="left")
+    for op, count in info["ops"].items():
+        ops.add_row(op, str(count))
+    console.print(ops)
+    if target:
+        blocking = info["unsupported"]
+        if blocking:
+            console.print(f"[red]ops the {info['backend']} backend ({info['target']}) cannot take:[/]")
+            for line in blocking:
+                console.print(f"  {line}")
+        elif info.get("backend_note"):
+            console.print(f"[yellow]{info['backend_note']}[/]")
+        else:
+            console.print(f"[green]no ops known to block the {info['backend']} backend ({info['target']})[/]")
+
+
+def main() -> None:
+    cli(prog_name="edgekit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Shared fixtures: sample models generated locally (never downloaded) and CLI helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.samples import SAMPLES, write_sample
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    for name in SAMPLES:
+        write_sample(name, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cnn(sample_dir: Path) -> Path:
+    return sample_dir / "tiny_cnn.onnx"
+
+
+@pytest.fixture(scope="session")
+def superres(sample_dir: Path) -> Path:
+    return sample_dir / "super_resolution.onnx"
+
+
+@pytest.fixture(scope="session")
+def transformer(sample_dir: Path) -> Path:
+    return sample_dir / "transformer_block.onnx"
+
+
+def calibration_for(model: Path, folder: Path, count: int = 16, seed: int = 7) -> Path:
+    """A .npz of ``count`` seeded samples for every input of ``model``."""
+    from edgekit.modelio import load_model
+
+    loaded = load_model(model)
+    rng = np.random.default_rng(seed)
+    arrays = {s.name: rng.standard_normal((count, *s.shape[1:])).astype(np.float32) for s in loaded.inputs}
+    path = folder / f"{model.stem}_calib.npz"
+    np.savez(path, **arrays)
+    return path
