@@ -17,12 +17,12 @@ _TINY = 1e-30
 
 
 def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> OutputMetrics:
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    out = np.asarray(candidate, dtype=np.float64).ravel()
     failures: list[str] = []
-    if ref.shape != out.shape:
+    if np.shape(reference) != np.shape(candidate):
         return OutputMetrics(name, math.inf, math.inf, math.inf, 0.0, -math.inf, False, False,
                              [f"shape mismatch: reference {np.shape(reference)} vs artifact {np.shape(candidate)}"])
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    out = np.asarray(candidate, dtype=np.float64).ravel()
     ref_finite, out_finite = bool(np.isfinite(ref).all()), bool(np.isfinite(out).all())
     if not ref_finite:
         failures.append("the reference (onnxruntime) output has NaN/Inf values; the model itself produces them on these inputs")
