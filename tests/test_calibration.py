@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.calibration import load_samples, random_samples
+from edgekit.errors import CalibrationError
+from edgekit.profiles import Preprocessing
+from edgekit.types import TensorSpec
+
+IMAGE = [TensorSpec("image", (1, 3, 8, 8), "float32")]
+PRE = Preprocessing(layout="NCHW", scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def test_random_samples_are_seeded_and_typed():
+    a = random_samples(IMAGE + [TensorSpec("ids", (1, 4), "int64")], 3, seed=1)
+    b = random_samples(IMAGE + [TensorSpec("ids", (1, 4), "int64")], 3, seed=1)
+    assert a.count == 3 and a.arrays["image"].shape == (3, 3, 8, 8) and a.arrays["ids"].dtype == np.int64
+    np.testing.assert_array_equal(a.arrays["image"], b.arrays["image"])
+    assert a.sample(1)["image"].shape == (1, 3, 8, 8)
+
+
+def test_npy_npz_and_folders(tmp_path):
+    data = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "one.npy", data)
+    np.savez(tmp_path / "one.npz", image=data)
+    assert load_samples(tmp_path / "one.npy", IMAGE, PRE).count == 5
+    assert load_samples(tmp_path / "one.npz", IMAGE, PRE).count == 5
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(4):
+        np.save(folder / f"{i}.npy", data[i])  # single samples without the batch dim
+    samples = load_samples(folder, IMAGE, PRE)
+    assert samples.count == 4 and samples.source.startswith("calibration:")
+    np.testing.assert_array_equal(samples.arrays["image"][2], data[2])
+
+
+def test_image_folder_is_preprocessed(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 255 * (i % 2), np.uint8)).save(tmp_path / f"{i}.png")
+    samples = load_samples(tmp_path, IMAGE, PRE)
+    assert samples.arrays["image"].shape == (3, 3, 8, 8)
+    # black -> (0 - 0.5) / 0.25 = -2, white -> (1 - 0.5) / 0.25 = 2
+    assert np.allclose(samples.arrays["image"][0], -2) and np.allclose(samples.arrays["image"][1], 2)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: np.save(d / "c.npy", np.zeros((4, 3, 9, 9), np.float32)), "wants \\[1, 3, 8, 8\\]"),
+        (lambda d: np.save(d / "c.npy", np.full((4, 3, 8, 8), np.nan, np.float32)), "NaN/Inf"),
+        (lambda d: np.save(d / "c.npy", np.full((2, 3, 8, 8), "a")), "dtype"),
+        (lambda d: np.save(d / "c.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True), "pickled arrays are refused|Python objects"),
+        (lambda d: np.savez(d / "c.npz", other=np.zeros((2, 3, 8, 8), np.float32), more=np.zeros(1)), "no samples for input"),
+        (lambda d: (d / "c.txt").write_text("x"), "unsupported calibration file type"),
+    ],
+    ids=["wrong-shape", "nan", "wrong-dtype", "pickle", "wrong-keys", "wrong-type"],
+)
+def test_bad_calibration_files(tmp_path, make, message):
+    make(tmp_path)
+    target = next(tmp_path.iterdir())
+    with pytest.raises(CalibrationError, match=message):
+        load_samples(target, IMAGE, PRE)
+
+
+def test_empty_folder_and_corrupt_image(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="no .npy/.npz files and no images"):
+        load_samples(empty, IMAGE, PRE)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "good.png")
+    (images / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(CalibrationError, match="bad.jpg: cannot decode image"):
+        load_samples(images, IMAGE, PRE)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(CalibrationError, match="not found"):
+        load_samples(tmp_path / "nope", IMAGE, PRE)
