@@ -140,13 +140,17 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
     latency = verification.get("latency_ms")
     if latency:
         console.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)")
+    cached = report_dict.get("cache") or {}
+    if cached.get("hit"):
+        console.print(f"cache        hit ({cached['key'][:12]}): restored, nothing rebuilt; --no-cache forces a rebuild")
     if report_path:
         console.print(f"report       {report_path}")
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", required=True, help="Target profile name (see 'edgekit targets') or path to a .toml profile.")
+@click.option("-t", "--target", "targets", required=True, multiple=True,
+              help="Target profile name (see 'edgekit targets') or path to a .toml profile. Repeat to build a matrix into OUT/<target>/.")
 @click.option("-p", "--precision", type=click.Choice(["fp32", "fp16", "int8", "dynamic"]), help="Numeric precision. Default: the target's. 'dynamic' = int8 weights, float activations (no calibration).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("edgekit-out"), show_default=True, help="Output folder for the artifact and edgekit-report.json.")
@@ -158,11 +162,12 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
 @click.option("--warmup", type=click.IntRange(0, 10000), help="Warm-up runs before timing. Default: the target's.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random verification inputs.")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
+@click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def build(model: Path, target: str, precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
+def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
-          keep_work: bool, as_json: bool, quiet: bool) -> None:
+          keep_work: bool, no_cache: bool, as_json: bool, quiet: bool) -> None:
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
@@ -173,11 +178,16 @@ def build(model: Path, target: str, precision: str | None, calib: Path | None, o
     from edgekit.types import BuildOptions
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
-                           latency_runs=runs, warmup_runs=warmup, seed=seed)
+                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
+    shapes = _parse_shapes(input_shapes)
+    if len(targets) > 1:
+        _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
+                      input_shapes=shapes, options=options, keep_work=keep_work)
+        return
     progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
     try:
-        report = run_build(model, target, precision=precision, calib=calib, out_dir=out_dir,
-                           input_shapes=_parse_shapes(input_shapes), options=options, progress=progress, keep_work=keep_work)
+        report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir,
+                           input_shapes=shapes, options=options, progress=progress, keep_work=keep_work)
     finally:
         progress.close()
     data = report_to_dict(report)
@@ -187,6 +197,64 @@ def build(model: Path, target: str, precision: str | None, calib: Path | None, o
         print_summary(data, report.report_path)
     if report.verification.status == "failed":
         sys.exit(1)
+
+
+class PrefixedProgress:
+    """One line per finished stage, prefixed with the target; safe with builds in parallel."""
+
+    def __init__(self, target: str, quiet: bool) -> None:
+        self.target, self.quiet, self.console = target, quiet, _console()
+
+    def stage_started(self, name: str, description: str) -> None:
+        pass
+
+    def stage_finished(self, record) -> None:
+        if not self.quiet:
+            self.console.print(f"[cyan]{self.target:<14}[/] {record.name:<9} {record.seconds:7.2f} s")
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def _build_matrix(model: Path, targets: list[str], out_dir: Path, as_json: bool, quiet: bool, **kwargs: Any) -> None:
+    import dataclasses
+
+    from rich.table import Table
+
+    from edgekit.matrix import build_matrix, exit_code
+    from edgekit.report import report_to_dict
+
+    def progress_for(target: str) -> PrefixedProgress:
+        return PrefixedProgress(target, quiet or as_json)
+
+    # each build gets its own options object: the pipeline fills in per-build fields
+    options = kwargs.pop("options")
+    results = build_matrix(model, targets, out_dir, progress_for=progress_for, **kwargs,
+                           options_factory=lambda: dataclasses.replace(options))
+    if as_json:
+        click.echo(json.dumps([report_to_dict(r.report) if r.report else {"target": r.target, **r.row()} for r in results], indent=2))
+    elif not quiet:
+        table = Table(title=f"{model.name}: {len(targets)} targets", title_justify="left")
+        for column in ("target", "backend", "precision", "size KiB", "p50 ms", "min SQNR dB", "min cosine", "verification"):
+            table.add_column(column, justify="right" if column in ("size KiB", "p50 ms", "min SQNR dB", "min cosine") else "left")
+        for result in results:
+            row = result.row()
+            if "error" in row:
+                table.add_row(row["target"], "", "", "", "", "", "", f"[red]error {row['exit_code']}[/]")
+                continue
+            colour = {"passed": "green", "failed": "red", "skipped": "yellow"}[row["status"]]
+            table.add_row(row["target"], row["backend"], row["precision"], f"{row['artifact_bytes'] / 1024:.1f}",
+                          _fmt(row["latency_p50_ms"]) if row["latency_p50_ms"] is not None else "-",
+                          _fmt(row["min_sqnr_db"]) if row["min_sqnr_db"] is not None else "-",
+                          _fmt(row["min_cosine"], 6) if row["min_cosine"] is not None else "-",
+                          f"[{colour}]{row['status']}[/]" + (" (cached)" if row["cache_hit"] else ""))
+        _console(stderr=False).print(table)
+    for result in results:
+        if result.error is not None:
+            from rich.markup import escape
+
+            _console().print(f"[bold red]error[/] ({result.target}): {escape(str(result.error))}", soft_wrap=True)
+    sys.exit(exit_code(results))
 
 
 # --- targets -------------------------------------------------------------------------------
@@ -260,6 +328,40 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
             console.print(f"[yellow]{info['backend_note']}[/]")
         else:
             console.print(f"[green]no ops known to block the {info['backend']} backend ({info['target']})[/]")
+
+
+# --- cache ---------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def cache() -> None:
+    """Manage the build cache ($EDGEKIT_CACHE_DIR, default ~/.cache/edgekit/builds)."""
+
+
+@cache.command("info", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_info(as_json: bool) -> None:
+    """Where the cache is, how big, and what it holds (least recently used first)."""
+    from edgekit import cache as build_cache
+
+    found = build_cache.entries()
+    info = {"path": str(build_cache.cache_dir()), "entries": len(found), "bytes": sum(e.bytes for e in found),
+            "max_bytes": build_cache.max_bytes(),
+            "items": [{"key": e.key, "bytes": e.bytes, **e.summary} for e in found]}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['path']}: {info['entries']} entries, {info['bytes'] / 1024**2:.1f} MiB of {info['max_bytes'] / 1024**2:.0f} MiB")
+    for item in info["items"]:
+        click.echo(f"  {item['key'][:12]}  {item.get('model', '?'):<28} {item.get('target', '?'):<14} {item.get('precision', '?'):<8} {item['bytes'] / 1024:8.1f} KiB")
+
+
+@cache.command("clear", context_settings=CONTEXT)
+def cache_clear() -> None:
+    """Remove every cached build."""
+    from edgekit import cache as build_cache
+
+    click.echo(f"removed {build_cache.clear()} cached build(s) from {build_cache.cache_dir()}")
 
 
 def main() -> None:

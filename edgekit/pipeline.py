@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import shutil
 import tempfile
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from edgekit import __version__
+from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
@@ -24,7 +25,7 @@ from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
 from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
 from edgekit.profiles import TargetProfile, resolve_target
 from edgekit.reference import run_reference
-from edgekit.report import report_to_json
+from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
@@ -129,16 +130,61 @@ def build(
     chosen = resolve_precision(profile, asked)
     _require_calibration(chosen, options.calib, profile, from_default=asked is None)
     backend = get_backend(profile.backend, profile)
-    backend.check_tools()
+    tool_versions = backend.check_tools()
+    model = Path(model)
+
+    key = _cache_key(model, profile, chosen, options, tool_versions, transport) if options.use_cache else None
+    if key is not None and (entry := cache.lookup(key)) is not None:
+        return _restore(entry, options.out_dir, run)
 
     work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
     try:
-        return _build(Path(model), profile, chosen, backend, options, run, work_dir, transport)
+        report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transport)
     finally:
         if keep_work:
             run.progress.message(f"work files kept in {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
+    if device_error is not None:
+        raise device_error
+    if key is not None and report.verification.status != "failed":
+        _store(key, report, options.out_dir)
+    return report
+
+
+def _cache_key(model: Path, profile: TargetProfile, precision: str, options: BuildOptions,
+               tool_versions: dict[str, str], transport: Transport | None) -> str | None:
+    if not model.is_file():
+        return None  # the load stage explains what is wrong with it
+    settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
+                "verify": options.verify, "samples": options.max_samples, "seed": options.seed,
+                "runs": options.latency_runs, "warmup": options.warmup_runs}
+    place = ["host"] if transport is None or transport.where == "host" else [str(transport.device_name)]
+    calib = options.calib if options.calib is not None and options.calib.exists() else None
+    return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
+
+
+def _restore(entry: cache.CacheEntry, out_dir: Path, run: _Run) -> BuildReport:
+    started = time.perf_counter()
+    data = json.loads((entry.path / REPORT_NAME).read_text())
+    cache.restore(entry, data.get("artifact_files") or [data["artifact"]], _ensure_dir(out_dir))
+    report = report_from_dict(data)
+    report.cache = {"hit": True, "key": entry.key}
+    write_report(report, out_dir)
+    run.add(StageRecord("cache", round(time.perf_counter() - started, 3), "edgekit-cache", None,
+                        {"hit": True, "key": entry.key[:16]}))
+    return report
+
+
+def _store(key: str, report: BuildReport, out_dir: Path) -> None:
+    report.cache = {"hit": False, "key": key}
+    write_report(report, out_dir)
+    summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
+               "model": Path(report.source_model).name, "status": report.verification.status}
+    try:
+        cache.store(key, [out_dir / name for name in report.artifact_files], report_to_json(report), summary)
+    except OSError:
+        pass  # a cache that cannot be written must never fail a good build
 
 
 def _ensure_dir(path: Path) -> Path:
@@ -150,7 +196,7 @@ def _ensure_dir(path: Path) -> Path:
 
 
 def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Backend, options: BuildOptions,
-           run: _Run, work_dir: Path, transport: Transport | None) -> BuildReport:
+           run: _Run, work_dir: Path, transport: Transport | None) -> tuple[BuildReport, EdgekitError | None]:
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
         loaded = load_model(model_path)
@@ -217,9 +263,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_report(report, out_dir)
-    if device_error is not None:
-        raise device_error
-    return report
+    return report, device_error
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet,

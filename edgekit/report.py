@@ -41,3 +41,51 @@ def load_report(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: no edgekit report found", hint="pass the output folder of 'edgekit build' or its edgekit-report.json") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the report: {exc}") from None
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
+
+
+def report_from_dict(data: dict[str, Any]) -> BuildReport:
+    """Rebuild a BuildReport from its JSON form (cached builds, re-verification)."""
+    from edgekit.types import IOBinding, LatencyStats, OutputMetrics, StageRecord, TensorSpec, VerificationResult
+
+    verification = data["verification"]
+    latency = verification.get("latency_ms")
+    fields = {f for f in OutputMetrics.__dataclass_fields__}
+    result = VerificationResult(
+        status=verification["status"],
+        where=verification["where"],
+        runtime=verification.get("runtime"),
+        reason=verification.get("reason"),
+        device=verification.get("device"),
+        samples=verification.get("samples", 0),
+        input_source=verification.get("input_source"),
+        tolerances=verification.get("tolerances", {}),
+        outputs=[OutputMetrics(**{k: _number(v) for k, v in o.items() if k in fields}) for o in verification.get("outputs", [])],
+        latency_ms=LatencyStats(**{k: latency[k] for k in LatencyStats.__dataclass_fields__ if k in latency}) if latency else None,
+        environment=verification.get("environment", {}),
+    )
+    return BuildReport(
+        edgekit_version=data["edgekit_version"],
+        target=data["target"],
+        backend=data["backend"],
+        precision=data["precision"],
+        artifact=data["artifact"],
+        artifact_sha256=data["artifact_sha256"],
+        artifact_bytes=data["artifact_bytes"],
+        source_model=data["source_model"],
+        source_model_sha256=data["source_model_sha256"],
+        inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data.get("inputs", [])],
+        outputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data.get("outputs", [])],
+        stages=[StageRecord(**s) for s in data.get("stages", [])],
+        verification=result,
+        io={k: [IOBinding.from_dict(b) for b in v] for k, v in data.get("io", {}).items()},
+        artifact_files=data.get("artifact_files", [data["artifact"]]),
+        artifact_runtime=data.get("artifact_runtime"),
+        created_at=data.get("created_at", ""),
+        cache=data.get("cache"),
+    )

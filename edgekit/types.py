@@ -46,6 +46,7 @@ class BuildOptions:
     warmup_runs: int | None = None
     max_samples: int = 8
     seed: int = 0
+    use_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class BuildReport:
     artifact_files: list[str] = field(default_factory=list)
     artifact_runtime: str | None = None
     created_at: str = ""
+    cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -213,4 +215,5 @@ class BuildReport:
             "io": {k: [b.to_dict() for b in v] for k, v in self.io.items()},
             "stages": [s.to_dict() for s in self.stages],
             "verification": self.verification.to_dict(),
+            "cache": self.cache,
         }

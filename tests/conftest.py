@@ -10,6 +10,14 @@ import pytest
 from edgekit.samples import SAMPLES, write_sample
 
 
+@pytest.fixture(autouse=True)
+def isolated_build_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets an empty build cache, so no test passes on another test's cached build."""
+    folder = tmp_path_factory.mktemp("build-cache")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("samples")
