@@ -131,12 +131,15 @@ def restore(entry: CacheEntry, files: list[str], out_dir: Path) -> None:
         atomic_copy(entry.path / name, out_dir / name)
 
 
-def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any], root: Path | None = None) -> Path | None:
-    """Write an entry atomically; returns its path, or None if another process stored it first."""
+def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any], root: Path | None = None,
+          replace: bool = False) -> Path | None:
+    """Write an entry atomically; returns its path, or None if another process stored it first.
+
+    ``replace`` swaps out an existing entry (``--no-cache`` refreshes it)."""
     root = root or cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
-    if final.exists():
+    if final.exists() and not replace:
         return None
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=root))
     try:
@@ -154,6 +157,13 @@ def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any]
             if item.is_file():
                 with open(item, "rb") as handle:
                     os.fsync(handle.fileno())
+        if replace and final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".tmp-old-{key[:16]}-", dir=root))
+            try:
+                os.rename(final, retired / key)
+            except OSError:
+                pass  # someone else retired it already
+            shutil.rmtree(retired, ignore_errors=True)
         try:
             os.rename(staging, final)
         except OSError:  # another process renamed its copy first: theirs is just as good

@@ -133,8 +133,9 @@ def build(
     tool_versions = backend.check_tools()
     model = Path(model)
 
-    key = _cache_key(model, profile, chosen, options, tool_versions, transport) if options.use_cache else None
-    if key is not None and (entry := cache.lookup(key)) is not None:
+    # --no-cache skips the lookup but still refreshes the entry with the new build.
+    key = _cache_key(model, profile, chosen, options, tool_versions, transport)
+    if key is not None and options.use_cache and (entry := cache.lookup(key)) is not None:
         return _restore(entry, options.out_dir, run)
 
     work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
@@ -148,7 +149,7 @@ def build(
     if device_error is not None:
         raise device_error
     if key is not None and report.verification.status != "failed":
-        _store(key, report, options.out_dir)
+        _store(key, report, options.out_dir, replace=not options.use_cache)
     return report
 
 
@@ -176,13 +177,13 @@ def _restore(entry: cache.CacheEntry, out_dir: Path, run: _Run) -> BuildReport:
     return report
 
 
-def _store(key: str, report: BuildReport, out_dir: Path) -> None:
+def _store(key: str, report: BuildReport, out_dir: Path, replace: bool) -> None:
     report.cache = {"hit": False, "key": key}
     write_report(report, out_dir)
     summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
                "model": Path(report.source_model).name, "status": report.verification.status}
     try:
-        cache.store(key, [out_dir / name for name in report.artifact_files], report_to_json(report), summary)
+        cache.store(key, [out_dir / name for name in report.artifact_files], report_to_json(report), summary, replace=replace)
     except OSError:
         pass  # a cache that cannot be written must never fail a good build
 
