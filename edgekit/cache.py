@@ -30,6 +30,8 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 ENTRY_FILE = "entry.json"
 STALE_TMP_SECONDS = 6 * 3600
 PIPELINE_TOOLS = ("onnx", "onnxruntime", "onnxsim", "onnxslim", "numpy")
+# Bump when what a build writes changes shape (report fields, artifact naming), so old entries miss.
+CACHE_FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -74,7 +76,7 @@ def build_key(model: Path, calib: Path | None, profile: dict[str, Any], options:
     from edgekit import __version__
 
     digest = hashlib.sha256()
-    digest.update(b"edgekit-build-v1\0" + __version__.encode())
+    digest.update(f"edgekit-build-v{CACHE_FORMAT}\0{__version__}".encode())
     _hash_path(model, digest)
     for extra in _external_data_files(model):
         digest.update(extra.name.encode())

@@ -14,6 +14,14 @@ from edgekit.profiles import Tolerance
 from edgekit.types import OutputMetrics
 
 _TINY = 1e-30
+# Half-decade bins of |error| from 1e-9 to 1e2; counts add an underflow and an overflow bin.
+HISTOGRAM_EDGES: list[float] = [float(10.0**e) for e in np.arange(-9.0, 2.01, 0.5)]
+
+
+def error_histogram(abs_errors: np.ndarray) -> list[int]:
+    edges = np.asarray(HISTOGRAM_EDGES)
+    counts = np.histogram(np.clip(abs_errors, edges[0] / 10, edges[-1] * 10), bins=[0.0, *edges, np.inf])[0]
+    return [int(c) for c in counts]
 
 
 def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> OutputMetrics:
@@ -54,7 +62,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         failures.append(f"SQNR {sqnr:.2f} dB < {tolerance.min_sqnr_db} dB")
     if tolerance.max_abs_error is not None and max_abs > tolerance.max_abs_error:
         failures.append(f"max abs error {max_abs:.3g} > {tolerance.max_abs_error}")
-    return OutputMetrics(name, max_abs, mean_abs, max_rel, cosine, sqnr, True, not failures, failures)
+    return OutputMetrics(name, max_abs, mean_abs, max_rel, cosine, sqnr, True, not failures, failures, error_histogram(np.abs(diff)))
 
 
 def merge(per_sample: list[OutputMetrics], tolerance: Tolerance) -> OutputMetrics:
@@ -73,6 +81,8 @@ def merge(per_sample: list[OutputMetrics], tolerance: Tolerance) -> OutputMetric
         finite=all(m.finite for m in per_sample),
         passed=all(m.passed for m in per_sample),
         failures=failures,
+        error_histogram=[int(c) for c in np.sum([m.error_histogram for m in per_sample if m.error_histogram], axis=0)]
+        if any(m.error_histogram for m in per_sample) else [],
     )
 
 

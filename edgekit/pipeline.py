@@ -296,7 +296,12 @@ def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, 
 
 
 def write_report(report: BuildReport, out_dir: Path) -> Path:
+    """edgekit-report.json (the contract) and report.html (for people), both atomically."""
+    from edgekit.html_report import write_html
+    from edgekit.report import report_to_dict
+
     path = out_dir / REPORT_NAME
     atomic_write_text(path, report_to_json(report))
+    write_html(report_to_dict(report), out_dir)
     report.report_path = path
     return path

@@ -118,6 +118,8 @@ class OutputMetrics:
     finite: bool
     passed: bool
     failures: list[str] = field(default_factory=list)
+    # counts of |error| per bin; edges in edgekit.metrics.HISTOGRAM_EDGES (plus under/overflow bins)
+    error_histogram: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +133,7 @@ class LatencyStats:
     mean: float
     runs: int
     warmup: int
+    times_ms: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

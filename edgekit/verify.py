@@ -129,7 +129,8 @@ def verify_artifact(
     status = "passed" if all(o.passed for o in outputs) else "failed"
     reason = None if status == "passed" else "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
     latency = LatencyStats(p50=timings["p50"], p90=timings["p90"], p99=timings["p99"], mean=timings["mean"],
-                           runs=timings["runs"], warmup=timings["warmup"]) if timings.get("runs") else None
+                           runs=timings["runs"], warmup=timings["warmup"],
+                           times_ms=[round(t, 4) for t in timings.get("times_ms", [])]) if timings.get("runs") else None
     runtime_label = timings.get("runtime") or artifact.runtime
     if timings.get("runtime_version"):
         runtime_label = f"{runtime_label} {timings['runtime_version']}"

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit.samples import SAMPLES, write_sample
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_build_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Never touch the user's real cache, even from session/module-scoped fixtures."""
+    previous = os.environ.get("EDGEKIT_CACHE_DIR")
+    os.environ["EDGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-build-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EDGEKIT_CACHE_DIR", None)
+    else:
+        os.environ["EDGEKIT_CACHE_DIR"] = previous
 
 
 @pytest.fixture(autouse=True)

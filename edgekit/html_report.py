@@ -1,0 +1,168 @@
+"""OUT/report.html: a self-contained page (inline CSS and SVG, no scripts, nothing fetched)
+rendered from the report dict, so it shows exactly what edgekit-report.json says."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from edgekit.fsutil import atomic_write_text
+from edgekit.metrics import HISTOGRAM_EDGES
+
+STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "skipped": "#9a6700"}
+
+CSS = """
+body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1040px;color:#1f2328;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.sub{color:#59636e}.badge{display:inline-block;color:#fff;border-radius:12px;padding:2px 10px;font-weight:600}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:10px;margin-top:14px}
+.card{border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}.card b{display:block;font-size:12px;color:#59636e;font-weight:500}
+table{border-collapse:collapse;width:100%;margin:6px 0}th,td{border-bottom:1px solid #eaeef2;padding:5px 8px;text-align:left;vertical-align:top}
+th{font-weight:600;background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px}
+.fail{color:#cf222e}.pass{color:#1a7f37}.charts{display:flex;flex-wrap:wrap;gap:18px}figure{margin:0}figcaption{font-size:12px;color:#59636e}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return _e(value) if value is not None else "–"
+
+
+def _bars_svg(values: list[float], labels: list[str], title: str, colour: str = "#0969da", width: int = 460, height: int = 170,
+              markers: dict[str, float] | None = None, marker_scale: tuple[float, float] | None = None) -> str:
+    """A small vertical bar chart; ``markers`` draws labelled vertical lines at positions within ``marker_scale``."""
+    count = max(len(values), 1)
+    top = max(values) if values and max(values) > 0 else 1.0
+    plot_h, left, bottom = height - 40, 36, height - 22
+    bar_w = (width - left - 8) / count
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
+             f'<line x1="{left}" y1="{bottom}" x2="{width - 4}" y2="{bottom}" stroke="#8c959f"/>',
+             f'<text x="2" y="14" font-size="11" fill="#59636e">{_e(int(top) if top == int(top) else round(top, 3))}</text>']
+    for i, value in enumerate(values):
+        h = plot_h * value / top
+        x = left + i * bar_w
+        parts.append(f'<rect x="{x + 1:.1f}" y="{bottom - h:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" fill="{colour}">'
+                     f"<title>{_e(labels[i])}: {_e(value)}</title></rect>")
+    step = max(1, count // 6)
+    for i in range(0, count, step):
+        parts.append(f'<text x="{left + i * bar_w:.1f}" y="{height - 6}" font-size="10" fill="#59636e">{_e(labels[i])}</text>')
+    if markers and marker_scale:
+        low, high = marker_scale
+        for index, (name, position) in enumerate(markers.items()):
+            if high > low:
+                x = left + (position - low) / (high - low) * (width - left - 8)
+                parts.append(f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{bottom}" stroke="#cf222e" stroke-dasharray="3,2"/>'
+                             f'<text x="{x + 2:.1f}" y="{26 + 11 * index}" font-size="10" fill="#cf222e">{_e(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _error_histogram(output: dict[str, Any]) -> str:
+    counts = output.get("error_histogram") or []
+    if not counts:
+        return ""
+    labels = [f"<{HISTOGRAM_EDGES[0]:.0e}"] + [f"{e:.0e}" for e in HISTOGRAM_EDGES[:-1]] + [f"≥{HISTOGRAM_EDGES[-1]:.0e}"]
+    labels = labels[: len(counts)]
+    svg = _bars_svg([float(c) for c in counts], labels, f"absolute error histogram of {output['name']}", colour="#8250df")
+    return f"<figure>{svg}<figcaption>|error| of <code>{_e(output['name'])}</code> per element, log-spaced bins (all samples)</figcaption></figure>"
+
+
+def _latency_histogram(latency: dict[str, Any]) -> str:
+    times = [float(t) for t in latency.get("times_ms") or []]
+    if not times:
+        return ""
+    low, high = min(times), max(times)
+    bins = 20
+    width = (high - low) / bins or 1.0
+    counts = [0] * bins
+    for t in times:
+        counts[min(int((t - low) / width), bins - 1)] += 1
+    labels = [f"{low + i * width:.3g}" for i in range(bins)]
+    markers = {k: float(latency[k]) for k in ("p50", "p90", "p99") if isinstance(latency.get(k), (int, float))}
+    svg = _bars_svg([float(c) for c in counts], labels, "latency distribution", markers=markers, marker_scale=(low, low + bins * width))
+    return f"<figure>{svg}<figcaption>latency of {len(times)} timed runs (ms), after {latency.get('warmup', '?')} warm-up runs</figcaption></figure>"
+
+
+def _stages(stages: list[dict[str, Any]]) -> str:
+    longest = max((s["seconds"] for s in stages), default=0) or 1
+    rows = []
+    for stage in stages:
+        bar = f'<svg width="160" height="10"><rect width="{160 * stage["seconds"] / longest:.1f}" height="10" fill="#0969da"/></svg>'
+        tool = " ".join(str(x) for x in (stage.get("tool"), stage.get("tool_version")) if x)
+        rows.append(f"<tr><td>{_e(stage['name'])}</td><td class=n>{stage['seconds']:.2f} s</td><td>{bar}</td><td>{_e(tool)}</td></tr>")
+    return "<table><tr><th>stage</th><th>time</th><th></th><th>tool</th></tr>" + "".join(rows) + "</table>"
+
+
+def _verification_table(verification: dict[str, Any]) -> str:
+    rows = []
+    for o in verification.get("outputs", []):
+        mark = '<span class="pass">pass</span>' if o.get("passed") else f'<span class="fail">FAIL</span> {_e("; ".join(o.get("failures", [])))}'
+        rows.append(f"<tr><td><code>{_e(o['name'])}</code></td><td class=n>{_num(o['max_abs_error'])}</td><td class=n>{_num(o['mean_abs_error'])}</td>"
+                    f"<td class=n>{_num(o.get('max_rel_error'))}</td><td class=n>{_num(o['cosine'], 7)}</td><td class=n>{_num(o['sqnr_db'])}</td><td>{mark}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table><tr><th>output</th><th>max abs err</th><th>mean abs err</th><th>max rel err</th><th>cosine</th><th>SQNR dB</th><th>result</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _devices(report: dict[str, Any]) -> str:
+    runs = report.get("verifications") or [report["verification"]]
+    rows = []
+    for v in runs:
+        env = v.get("environment") or {}
+        latency = v.get("latency_ms") or {}
+        colour = STATUS_COLOURS.get(v["status"], "#59636e")
+        rows.append(f"<tr><td>{_e(v.get('device') or 'this host')}</td><td>{_e(v['where'])}</td><td>{_e(v.get('runtime') or '–')}</td>"
+                    f"<td>{_e(' '.join(str(env.get(k)) for k in ('system', 'machine') if env.get(k)) or '–')}</td>"
+                    f"<td>{_e(env.get('python') or '–')}</td><td class=n>{_num(latency.get('p50'))}</td>"
+                    f"<td style='color:{colour}'>{_e(v['status'])}</td><td>{_e(v.get('reason') or '')}</td></tr>")
+    return ("<table><tr><th>device</th><th>where</th><th>runtime</th><th>system</th><th>python</th><th>p50 ms</th><th>status</th><th>reason</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def render(report: dict[str, Any]) -> str:
+    v = report["verification"]
+    colour = STATUS_COLOURS.get(v["status"], "#59636e")
+    latency = v.get("latency_ms") or {}
+    model = Path(report["source_model"]).name
+    tensors = "".join(f"<tr><td>{kind}</td><td><code>{_e(t['name'])}</code></td><td>{_e(t['shape'])}</td><td>{_e(t['dtype'])}</td></tr>"
+                      for kind in ("inputs", "outputs") for t in report.get(kind, []))
+    cards = [
+        ("artifact", f"<code>{_e(report['artifact'])}</code><br>{report['artifact_bytes'] / 1024:.1f} KiB"),
+        ("artifact sha256", f"<code>{_e(report['artifact_sha256'][:16])}…</code>"),
+        ("source model", f"<code>{_e(model)}</code><br><code>{_e(report['source_model_sha256'][:16])}…</code>"),
+        ("verification", f"{_e(v['status'])} on {_e(v.get('device') or v['where'])}<br>{_e(v.get('runtime') or '')}"),
+        ("latency p50 / p90 / p99", " / ".join(_num(latency.get(k)) for k in ("p50", "p90", "p99")) + " ms" if latency else "not measured"),
+        ("inputs used", f"{_e(v.get('samples'))} samples, {_e(v.get('input_source'))}"),
+    ]
+    cache = report.get("cache") or {}
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>edgekit: {_e(model)} → {_e(report['target'])}</title><style>{CSS}</style></head>
+<body>
+<h1>{_e(model)} → {_e(report['target'])} <span class="badge" style="background:{colour}">{_e(v['status'])}</span></h1>
+<div class="sub">{_e(report['backend'])}, {_e(report['precision'])} · edgekit {_e(report['edgekit_version'])} · {_e(report.get('created_at', ''))}{' · restored from the build cache' if cache.get('hit') else ''}</div>
+{f'<p class="fail">{_e(v["reason"])}</p>' if v.get('reason') else ''}
+<div class="cards">{''.join(f'<div class="card"><b>{_e(title)}</b>{body}</div>' for title, body in cards)}</div>
+<h2>Model</h2><table><tr><th></th><th>name</th><th>shape</th><th>dtype</th></tr>{tensors}</table>
+<h2>Stages</h2>{_stages(report.get('stages', []))}
+<h2>Accuracy against onnxruntime</h2>
+<div class="sub">tolerances: {_e(', '.join(f'{k} {val}' for k, val in (v.get('tolerances') or {}).items()))}</div>
+{_verification_table(v) or '<p>No outputs were compared: ' + _e(v.get('reason') or 'verification did not run') + '</p>'}
+<div class="charts">{''.join(_error_histogram(o) for o in v.get('outputs', []))}</div>
+<h2>Latency</h2><div class="charts">{_latency_histogram(latency) or '<p>not measured</p>'}</div>
+<h2>Where it ran</h2>{_devices(report)}
+</body></html>
+"""
+
+
+def write_html(report: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "report.html"
+    atomic_write_text(path, render(report))
+    return path
