@@ -15,6 +15,8 @@ from edgekit.errors import CalibrationError
 from edgekit.profiles import Preprocessing
 from edgekit.types import TensorSpec
 
+# Generated verification inputs larger than this are refused (a hostile model can declare huge dims).
+MAX_INPUT_BYTES = 1 << 30
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 
 
@@ -51,7 +53,11 @@ def random_samples(inputs: list[TensorSpec], count: int, seed: int) -> SampleSet
     batch = _batch_of(inputs)
     for spec in inputs:
         shape = (count * batch, *_static_shape(spec)[1:])
-        dtype = np.dtype(spec.dtype)
+        dtype = np.dtype(spec.dtype) if not spec.dtype.startswith("onnx:") else np.dtype("V1")
+        needed = int(np.prod(shape, dtype=np.float64)) * max(dtype.itemsize, 1)
+        if needed > MAX_INPUT_BYTES:
+            raise CalibrationError(f"input '{spec.name}' {list(spec.shape)} would need {needed / 1024**3:.1f} GiB for {count} verification samples; refusing to allocate it",
+                                   hint="check the model's input shape, fix it with --input-shape, or lower --samples")
         if dtype.kind == "f":
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":

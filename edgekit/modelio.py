@@ -20,8 +20,9 @@ from edgekit.errors import ModelError, OptionsError
 from edgekit.fsutil import sha256_file
 from edgekit.types import TensorSpec
 
-# Refuse models whose declared tensors would need more memory than this before allocating anything.
-MAX_DECLARED_BYTES = int(os.environ.get("EDGEKIT_MAX_MODEL_BYTES", 8 * 1024**3))
+# Refuse models whose declared tensors would need more than this, before allocating anything.
+# 2 GiB is also protobuf's limit for one in-memory model, which onnx.checker and the converters need.
+MAX_DECLARED_BYTES = int(os.environ.get("EDGEKIT_MAX_MODEL_BYTES", 2 * 1024**3))
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -35,6 +36,7 @@ class LoadedModel:
     opset: int
     file_bytes: int
     external_files: list[Path] = field(default_factory=list)
+    ir_version_lowered_from: int | None = None
 
 
 def _onnx():
@@ -122,7 +124,8 @@ def check_external_data(model: Any, path: Path) -> list[Path]:
         expected = _tensor_nbytes(tensor)
         declared_total += expected or 0
         if declared_total > MAX_DECLARED_BYTES:
-            raise _fail(path, f"declares tensors needing more than {MAX_DECLARED_BYTES / 1024**3:.1f} GiB (at '{tensor.name}'); refusing to load it", hint="set EDGEKIT_MAX_MODEL_BYTES if this model really is that large")
+            raise _fail(path, f"declares tensors needing more than {MAX_DECLARED_BYTES / 1024**3:.1f} GiB (at '{tensor.name}', dims {list(tensor.dims)}); refusing to load it",
+                        hint="edgekit handles models up to 2 GiB of weights (protobuf's limit), which covers edge models; check that the file is what you think it is")
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             if expected is not None and tensor.HasField("raw_data") and len(tensor.raw_data) != expected:
                 raise _fail(path, f"tensor '{tensor.name}' has {len(tensor.raw_data)} bytes of raw data but its dims and dtype need {expected}")
@@ -211,7 +214,7 @@ def check_model(model: Any, path: Path) -> Any:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3]) or repr(exc)
         raise _fail(path, f"fails the ONNX checker: {first}", hint="re-export the model; 'python -c \"import onnx; onnx.checker.check_model(...)\"' shows the full message") from None
     except (ValueError, RuntimeError) as exc:
         raise _fail(path, f"fails the ONNX checker: {exc}") from None
@@ -235,6 +238,7 @@ def load_model(path: Path | str) -> LoadedModel:
             load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as exc:
             raise _fail(path, f"cannot read external data: {exc}") from None
+    lowered_from = lower_ir_version(model)
     model = check_model(model, path)
     inputs, outputs = describe(model)
     if not outputs:
@@ -248,7 +252,27 @@ def load_model(path: Path | str) -> LoadedModel:
         opset=main_opset(model),
         file_bytes=path.stat().st_size + sum(f.stat().st_size for f in external),
         external_files=external,
+        ir_version_lowered_from=lowered_from,
     )
+
+
+def lower_ir_version(model: Any) -> int | None:
+    """Set the IR version to the lowest one the model's opsets need; returns the old one if it changed.
+
+    Exporters stamp the newest IR their onnx knows (onnx 1.19 writes 12) while runtimes and converters
+    lag (onnxruntime 1.23 reads up to 11). The opsets fix the semantics; the checker, run right after,
+    rejects a model that really uses a newer IR's features.
+    """
+    onnx = _onnx()
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except (ValueError, TypeError):
+        return None
+    if model.ir_version > needed:
+        original = int(model.ir_version)
+        model.ir_version = needed
+        return original
+    return None
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:

@@ -211,6 +211,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         references = run_reference(loaded.proto, samples)
     run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
                         {"opset": loaded.opset, "nodes": len(loaded.proto.graph.node), "bytes": loaded.file_bytes,
+                         "ir_version": int(loaded.proto.ir_version), "ir_version_lowered_from": loaded.ir_version_lowered_from,
                          "calibration_samples": calibration.count if calibration else 0}))
 
     simplified = loaded.proto
