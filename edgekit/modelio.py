@@ -216,8 +216,9 @@ def check_model(model: Any, path: Path) -> Any:
     except onnx.checker.ValidationError as exc:
         first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3]) or repr(exc)
         raise _fail(path, f"fails the ONNX checker: {first}", hint="re-export the model; 'python -c \"import onnx; onnx.checker.check_model(...)\"' shows the full message") from None
-    except (ValueError, RuntimeError) as exc:
-        raise _fail(path, f"fails the ONNX checker: {exc}") from None
+    except Exception as exc:  # full_check also raises InferenceError, and ValueError/RuntimeError by version (found by fuzzing)
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3]) or type(exc).__name__
+        raise _fail(path, f"fails the ONNX checker: {first}") from None
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError, RuntimeError or ValueError by version
