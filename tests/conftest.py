@@ -64,3 +64,24 @@ def calibration_for(model: Path, folder: Path, count: int = 16, seed: int = 7) -
     path = folder / f"{model.stem}_calib.npz"
     np.savez(path, **arrays)
     return path
+
+
+# --- security table: outcomes of tests/hostile and tests/faults, for tools/security_table.py ----------
+
+_CASES: list[dict] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not os.environ.get("EDGEKIT_CASES_JSON") or not ("tests/hostile/" in report.nodeid or "tests/faults/" in report.nodeid):
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _CASES.append({"nodeid": report.nodeid, "outcome": report.outcome,
+                       "doc": (getattr(report, "head_line", "") or "")})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    target = os.environ.get("EDGEKIT_CASES_JSON")
+    if target:
+        import json
+
+        Path(target).write_text(json.dumps(_CASES, indent=2))
