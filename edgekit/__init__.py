@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from edgekit.types import BuildReport
 
 
-def build(model: Any, target: Any, **kwargs: Any) -> "BuildReport":
+def build(model: Any, target: Any, **kwargs: Any) -> BuildReport:
     """Build and verify ``model`` for ``target``; see :func:`edgekit.pipeline.build`."""
     from edgekit.pipeline import build as _build
 

@@ -36,7 +36,7 @@ class SampleSet:
         rows = slice(index * self.batch, (index + 1) * self.batch)
         return {name: arr[rows] for name, arr in self.arrays.items()}
 
-    def head(self, count: int) -> "SampleSet":
+    def head(self, count: int) -> SampleSet:
         return SampleSet({k: v[: count * self.batch] for k, v in self.arrays.items()}, self.source, self.batch)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from edgekit import __version__
-from edgekit.errors import EXIT_INTERRUPTED, EdgekitError, InputError
+from edgekit.errors import EXIT_INTERRUPTED, EdgekitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -228,7 +228,7 @@ def check_model(model: Any, path: Path) -> Any:
 
 def load_model(path: Path | str) -> LoadedModel:
     """Load & check: parse, validate external data, load it, run the checker and shape inference."""
-    onnx = _onnx()
+    _onnx()
     path = Path(path)
     model = read_model_proto(path)
     external = check_external_data(model, path)
@@ -296,7 +296,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 def apply_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]], require_static: bool) -> LoadedModel:
     """Fix input dims from --input-shape, re-run shape inference, and demand static shapes if asked."""
-    onnx = _onnx()
+    _onnx()
     by_name = {spec.name: spec for spec in loaded.inputs}
     for name, dims in shapes.items():
         if name not in by_name:
@@ -304,13 +304,13 @@ def apply_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]], 
         declared = by_name[name].shape
         if len(declared) != len(dims):
             raise OptionsError(f"--input-shape {name}: gives {len(dims)} dims but the input has rank {len(declared)} {list(declared)}")
-        for i, (want, have) in enumerate(zip(dims, declared)):
+        for i, (want, have) in enumerate(zip(dims, declared, strict=False)):
             if isinstance(have, int) and have != want:
                 raise OptionsError(f"--input-shape {name}: dim {i} is fixed to {have} in the model; cannot set it to {want}")
     if shapes:
         for value in loaded.proto.graph.input:
             if value.name in shapes:
-                for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
+                for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=False):
                     dim.Clear()
                     dim.dim_value = size
         for value in loaded.proto.graph.output:

@@ -12,9 +12,10 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Protocol
 
 from edgekit import __version__, cache
 from edgekit._lazy import version_of

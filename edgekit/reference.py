@@ -33,5 +33,5 @@ def run_reference(model: Any, samples: SampleSet) -> list[dict[str, np.ndarray]]
             values = session.run(names, samples.sample(index))
         except Exception as exc:
             raise ToolError(f"onnxruntime failed to run the model on sample {index}: {tail(str(exc), 5)}") from None
-        results.append(dict(zip(names, values)))
+        results.append(dict(zip(names, values, strict=False)))
     return results

@@ -7,8 +7,8 @@ stay in a sensible range and quantization metrics mean something.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def tiny_cnn(size: int = 64, seed: int = 0):
     b = _GraphBuilder(seed)
     x = "image"
     channels = [3, 16, 32, 32]
-    for c_in, c_out in zip(channels, channels[1:]):
+    for c_in, c_out in zip(channels, channels[1:], strict=False):
         x = b.op("Relu", [_batchnorm(b, _conv(b, x, c_in, c_out, 3, stride=2), c_out)])
     x = b.op("GlobalAveragePool", [x])
     x = b.op("Flatten", [x], axis=1)

@@ -77,7 +77,7 @@ def _mismatch(candidate: Any, samples: SampleSet, reference: list[dict]) -> str 
         outputs = run_reference(candidate, samples)
     except Exception as exc:
         return f"it does not run: {exc}"
-    for expected, got in zip(reference, outputs):
+    for expected, got in zip(reference, outputs, strict=False):
         for name, value in expected.items():
             if name not in got:
                 return f"output '{name}' disappeared"

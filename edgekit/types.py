@@ -71,7 +71,7 @@ class IOBinding:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IOBinding":
+    def from_dict(cls, data: dict[str, Any]) -> IOBinding:
         perm = data.get("perm")
         return cls(
             onnx_name=data["onnx_name"],
@@ -154,7 +154,7 @@ class VerificationResult:
     environment: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def skipped(cls, reason: str, where: Literal["host", "device"] = "host", **extra: Any) -> "VerificationResult":
+    def skipped(cls, reason: str, where: Literal["host", "device"] = "host", **extra: Any) -> VerificationResult:
         return cls(status="skipped", where=where, reason=reason, **extra)
 
     def to_dict(self) -> dict[str, Any]:

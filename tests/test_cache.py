@@ -62,7 +62,7 @@ def test_changed_inputs_miss(superres, tmp_path, isolated_build_cache):
 def test_two_processes_at_once_both_succeed_one_entry(superres, tmp_path, isolated_build_cache):
     procs = [build(superres, tmp_path / f"out{i}", wait=False) for i in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
-    for proc, (stdout, stderr) in zip(procs, results):
+    for proc, (stdout, stderr) in zip(procs, results, strict=False):
         assert proc.returncode == 0, stderr
         assert json.loads(stdout)["verification"]["status"] == "passed"
     entries = cache.entries(isolated_build_cache)

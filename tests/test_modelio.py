@@ -1,7 +1,5 @@
 """Load & check: every bad-input case ends in a ModelError/OptionsError that says what is wrong."""
 
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.errors import ModelError, OptionsError
+from edgekit.errors import OptionsError
 from edgekit.modelio import apply_input_shapes, load_model, parse_shape
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit._lazy import require, version_of
+from edgekit._lazy import version_of
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.errors import MissingDependency, StageError, ToolError, tail
 from edgekit.profiles import TargetProfile

@@ -24,7 +24,7 @@ class Transport(ABC):
     #: the Python interpreter that runs the device runner
     python: str = "python3"
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         self.open()
         return self
 
