@@ -330,6 +330,42 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
             console.print(f"[green]no ops known to block the {info['backend']} backend ({info['target']})[/]")
 
 
+# --- doctor --------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json: bool) -> None:
+    """What this host can do: each backend's tools, and the runtimes the device runner finds here."""
+    import subprocess
+
+    from edgekit.backends import get_backend, registered
+    from edgekit.errors import EdgekitError
+    from edgekit.verify import RUNNER_SCRIPT
+
+    backends = {}
+    for name in registered():
+        try:
+            backend = get_backend(name)
+            backends[name] = {"ok": True, "tools": backend.check_tools(), "extra": backend.extra}
+        except EdgekitError as exc:
+            backends[name] = {"ok": False, "problem": exc.message, "hint": exc.hint}
+    probe = subprocess.run([sys.executable, str(RUNNER_SCRIPT), "probe"], capture_output=True, text=True, timeout=300)
+    host = json.loads(probe.stdout) if probe.returncode == 0 else {"error": probe.stderr[-500:]}
+    info = {"edgekit": __version__, "python": sys.version.split()[0], "backends": backends, "host_runtimes": host.get("runtimes", {}), "host": host}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"edgekit {__version__} on Python {info['python']}")
+    for name, state in backends.items():
+        if state["ok"]:
+            click.echo(f"  backend {name:<9} ok       " + ", ".join(f"{k} {v}" for k, v in state["tools"].items()))
+        else:
+            click.echo(f"  backend {name:<9} MISSING  {state['problem']} ({state.get('hint') or ''})")
+    for runtime, version in info["host_runtimes"].items():
+        click.echo(f"  runtime {runtime:<16} {version or '-'}")
+
+
 # --- cache ---------------------------------------------------------------------------------
 
 

@@ -133,3 +133,11 @@ def test_import_is_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_doctor_reports_backends_and_runtimes():
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["backends"]["tflite"]["ok"] and "onnx2tf" in info["backends"]["tflite"]["tools"]
+    assert info["host_runtimes"]["ai_edge_litert"]
