@@ -101,10 +101,11 @@ class RichProgress:
         self._stop()
 
 
-def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    from edgekit.modelio import parse_shape
+def _parse_shapes(values: tuple[str, ...]) -> tuple[dict[str, tuple[int, ...]], dict]:
+    """Fixed shapes, and NAME=MIN:OPT:MAX ranges (TensorRT optimization profiles; NAME is fixed to OPT)."""
+    from edgekit.backends.tensorrt import parse_input_shapes
 
-    return dict(parse_shape(v) for v in values)
+    return parse_input_shapes(values)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -154,7 +155,7 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
 @click.option("-p", "--precision", type=click.Choice(["fp32", "fp16", "int8", "dynamic"]), help="Numeric precision. Default: the target's. 'dynamic' = int8 weights, float activations (no calibration).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("edgekit-out"), show_default=True, help="Output folder for the artifact and edgekit-report.json.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS", help="Fix an input's shape, e.g. image=1x3x224x224. Repeatable.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS", help="Fix an input's shape, e.g. image=1x3x224x224. Repeatable. TensorRT targets also take a range NAME=MIN:OPT:MAX (verified at OPT).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")
 @click.option("--no-verify", is_flag=True, help="Skip verification (the report says 'skipped').")
 @click.option("--samples", type=click.IntRange(1, 1000), default=8, show_default=True, help="Verification samples (taken from --calib when given, else seeded random).")
@@ -179,7 +180,7 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
                            latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
-    shapes = _parse_shapes(input_shapes)
+    shapes, options.input_shape_ranges = _parse_shapes(input_shapes)
     if len(targets) > 1:
         _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
                       input_shapes=shapes, options=options, keep_work=keep_work)

@@ -131,6 +131,9 @@ def build(
     chosen = resolve_precision(profile, asked)
     _require_calibration(chosen, options.calib, profile, from_default=asked is None)
     backend = get_backend(profile.backend, profile)
+    if options.input_shape_ranges and not getattr(backend, "supports_shape_ranges", False):
+        raise OptionsError(f"target '{profile.name}' ({backend.name}) builds for one input shape; MIN:OPT:MAX ranges are for TensorRT targets",
+                           hint="give --input-shape NAME=DIMS")
     tool_versions = backend.check_tools()
     model = Path(model)
 
@@ -161,6 +164,8 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
     settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
                 "verify": options.verify, "samples": options.max_samples, "seed": options.seed,
                 "runs": options.latency_runs, "warmup": options.warmup_runs}
+    if options.input_shape_ranges:
+        settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
     place = ["host"] if transport is None or transport.where == "host" else [str(transport.device_name)]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
@@ -230,7 +235,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     prepared = save_model(simplified, work_dir / f"{stem}.onnx")
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
-                         artifact_stem=f"{stem}_{precision}", log=run.progress.message)
+                         artifact_stem=f"{stem}_{precision}", log=run.progress.message, transport=transport,
+                         source_path=model_path, shape_ranges=dict(options.input_shape_ranges), out_dir=options.out_dir)
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     for record in ctx.stages:

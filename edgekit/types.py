@@ -40,6 +40,9 @@ class BuildOptions:
     calib: Path | None = None
     out_dir: Path = Path("edgekit-out")
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # NAME -> (min, opt, max) from --input-shape NAME=MIN:OPT:MAX (TensorRT optimization profiles);
+    # input_shapes holds OPT for the same NAME, the shape everything else runs at
+    input_shape_ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     simplify: bool = True
     verify: bool = True
     latency_runs: int | None = None  # None: the profile's default

@@ -79,7 +79,7 @@ def test_inspect_flags_unsupported_ops(tmp_path):
         (["build", "missing.onnx", "--target", "android", "--precision", "fp32"], 3, "no such file"),
         (["build", "{model}", "--target", "nope"], 3, "unknown target 'nope'"),
         (["build", "{model}", "--target", "android"], 3, "int8 quantization needs calibration data"),
-        (["build", "{model}", "--target", "jetson"], 3, "not available yet"),
+        (["build", "{model}", "--target", "jetson"], 3, "must be built on the GPU that will run it"),
         (["build", "{model}", "--target", "arm", "--input-shape", "bogus=1x2"], 3, "model's inputs are: low_res"),
         (["build", "{model}", "--target", "arm", "--calib", "nowhere.npy", "--precision", "int8"], 3, "calibration data not found"),
         (["build", "{model}", "--target", "arm", "--precision", "int4"], 2, "Invalid value for '-p' / '--precision'"),

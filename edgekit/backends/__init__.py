@@ -13,6 +13,7 @@ from edgekit.profiles import TargetProfile
 
 _REGISTRY: dict[str, str] = {
     "tflite": "edgekit.backends.tflite:TFLiteBackend",
+    "tensorrt": "edgekit.backends.tensorrt:TensorRTBackend",
 }
 
 

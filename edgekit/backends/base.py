@@ -30,6 +30,12 @@ class ConvertContext:
     artifact_stem: str
     stages: list[StageRecord] = field(default_factory=list)
     log: Callable[[str], None] = lambda message: None
+    # For backends that build on the device (TensorRT) or keep dynamic dims: the transport of --device,
+    # the user's model before shapes were fixed, NAME -> (min, opt, max) ranges, and the output folder.
+    transport: Any = None
+    source_path: Path | None = None
+    shape_ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    out_dir: Path | None = None
 
     def record(self, name: str, started: float, tool: str | None = None, tool_version: str | None = None, **detail: Any) -> StageRecord:
         stage = StageRecord(name, round(time.perf_counter() - started, 3), tool, tool_version, detail)
