@@ -135,6 +135,7 @@ def verify_artifact(
     if timings.get("runtime_version"):
         runtime_label = f"{runtime_label} {timings['runtime_version']}"
     environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version")}
+    environment.update(timings.get("environment_extra") or {})  # e.g. TensorRT: GPU, memory, timer used
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
                               latency_ms=latency, environment=environment, **base)
 

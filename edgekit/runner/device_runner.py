@@ -161,7 +161,303 @@ class NcnnModel:
         return outputs
 
 
-RUNTIMES = {"tflite": TFLiteModel, "onnxruntime": OnnxModel, "ncnn": NcnnModel}
+# --- TensorRT ----------------------------------------------------------------------------------
+# Device memory goes through whichever CUDA wrapper the device has: cuda-python, else torch, else
+# polygraphy. Buffers are raw bytes, so the three differ only in malloc/memcpy/stream/event calls.
+
+
+class _CudartApi:
+    label = "cuda-python"
+
+    def __init__(self):
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        except ImportError:
+            from cuda import cudart
+        self.cudart = cudart
+        self.stream = self._check(cudart.cudaStreamCreate())
+
+    @staticmethod
+    def _check(result):
+        result = result if isinstance(result, tuple) else (result,)
+        if int(result[0]) != 0:
+            raise RuntimeError("CUDA runtime error %s" % (result[0],))
+        rest = result[1:]
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    def malloc(self, nbytes):
+        return int(self._check(self.cudart.cudaMalloc(max(nbytes, 1))))
+
+    def h2d(self, ptr, array):
+        self._check(self.cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+
+    def d2h(self, array, ptr):
+        self._check(self.cudart.cudaMemcpyAsync(array.ctypes.data, ptr, array.nbytes, self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+
+    def stream_handle(self):
+        return int(self.stream)
+
+    def sync(self):
+        self._check(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def timer(self):
+        start, end = self._check(self.cudart.cudaEventCreate()), self._check(self.cudart.cudaEventCreate())
+
+        def begin():
+            self._check(self.cudart.cudaEventRecord(start, self.stream))
+
+        def finish():
+            self._check(self.cudart.cudaEventRecord(end, self.stream))
+            self._check(self.cudart.cudaEventSynchronize(end))
+            return float(self._check(self.cudart.cudaEventElapsedTime(start, end)))
+
+        return begin, finish
+
+    def mem_info(self):
+        free, total = self._check(self.cudart.cudaMemGetInfo())
+        return int(free), int(total)
+
+
+class _TorchCudaApi:
+    label = "torch"
+
+    def __init__(self):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch.cuda.is_available() is False")
+        self.torch = torch
+        self.stream = torch.cuda.Stream()
+        self.tensors = {}
+
+    def malloc(self, nbytes):
+        tensor = self.torch.empty(max(nbytes, 1), dtype=self.torch.uint8, device="cuda")
+        self.tensors[tensor.data_ptr()] = tensor
+        return tensor.data_ptr()
+
+    def h2d(self, ptr, array):
+        import numpy as np
+
+        with self.torch.cuda.stream(self.stream):
+            self.tensors[ptr][: array.nbytes].copy_(self.torch.from_numpy(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+
+    def d2h(self, array, ptr):
+        import numpy as np
+
+        self.stream.synchronize()
+        array.reshape(-1).view(np.uint8)[:] = self.tensors[ptr][: array.nbytes].cpu().numpy()
+
+    def stream_handle(self):
+        return self.stream.cuda_stream
+
+    def sync(self):
+        self.stream.synchronize()
+
+    def timer(self):
+        start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+
+        def finish():
+            end.record(self.stream)
+            end.synchronize()
+            return float(start.elapsed_time(end))
+
+        return (lambda: start.record(self.stream)), finish
+
+    def mem_info(self):
+        return tuple(int(v) for v in self.torch.cuda.mem_get_info())
+
+
+class _PolygraphyCudaApi:
+    label = "polygraphy"
+
+    def __init__(self):
+        from polygraphy import cuda
+
+        self.cuda = cuda
+        self.wrapper = cuda.wrapper()
+        self.stream = cuda.Stream()
+
+    def malloc(self, nbytes):
+        return int(self.wrapper.malloc(max(nbytes, 1)))
+
+    def h2d(self, ptr, array):
+        self.wrapper.memcpy(ptr, array.ctypes.data, array.nbytes, self.cuda.MemcpyKind.HostToDevice, self.stream.ptr)
+
+    def d2h(self, array, ptr):
+        self.wrapper.memcpy(array.ctypes.data, ptr, array.nbytes, self.cuda.MemcpyKind.DeviceToHost, self.stream.ptr)
+
+    def stream_handle(self):
+        return self.stream.ptr
+
+    def sync(self):
+        self.stream.synchronize()
+
+    def timer(self):
+        return None  # no event API in the wrapper: timed with perf_counter after a synchronize
+
+    def mem_info(self):
+        return None
+
+
+def _cuda_api():
+    errors = []
+    for api in (_CudartApi, _TorchCudaApi, _PolygraphyCudaApi):
+        try:
+            return api(), None
+        except Exception as exc:
+            errors.append("%s: %s" % (api.label, exc))
+    return None, "; ".join(errors)
+
+
+def _cuda_device():
+    """{'name', 'compute_capability'} of GPU 0 through the CUDA driver (ctypes), or {}."""
+    import ctypes
+
+    for library in ("libcuda.so.1", "libcuda.so"):
+        try:
+            cuda = ctypes.CDLL(library)
+            break
+        except OSError:
+            continue
+    else:
+        return {}
+    device, major, minor, count = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    name = ctypes.create_string_buffer(256)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return {}
+    cuda.cuDeviceGetName(name, 256, device)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
+    return {"name": name.value.decode(errors="replace"), "compute_capability": "%d.%d" % (major.value, minor.value)}
+
+
+def engine_mismatch(expected, trt_version, device):
+    """Why an engine built as ``expected`` (the builder's metadata) cannot run here, or None."""
+    problems = []
+    built_version = expected.get("tensorrt_version")
+    if built_version and trt_version and built_version != trt_version:
+        problems.append("it was built with TensorRT %s and this device has TensorRT %s" % (built_version, trt_version))
+    built_cc, here_cc = expected.get("compute_capability"), device.get("compute_capability")
+    if built_cc and here_cc and built_cc != here_cc:
+        problems.append("it was built for compute capability %s (%s) and this GPU is %s (%s)" % (
+            built_cc, expected.get("gpu") or "unknown GPU", here_cc, device.get("name") or "unknown GPU"))
+    if not problems:
+        return None
+    return ("this TensorRT engine cannot run here: %s. An engine runs only with the TensorRT version and GPU architecture it was built for; "
+            "rebuild it on this device (edgekit build MODEL --target TARGET --device NAME)" % "; ".join(problems))
+
+
+class TensorRTModel:
+    def __init__(self, artifact, options):
+        import numpy as np
+
+        trt, label = _import_first([("tensorrt", None, "tensorrt")])
+        if trt is None:
+            raise RunnerError("runtime_missing", "TensorRT's Python bindings are not importable (%s); %s" % (label, INSTALL_HINTS["tensorrt"]), EXIT_RUNTIME_MISSING)
+        self.runtime, self.runtime_version, self.trt, self.np = "tensorrt", trt.__version__, trt, np
+        self.device = _cuda_device()
+        if not self.device:
+            raise RunnerError("runtime_missing", "TensorRT %s is installed but there is no usable CUDA GPU here" % trt.__version__, EXIT_RUNTIME_MISSING)
+        problem = engine_mismatch(options.get("engine_meta") or {}, trt.__version__, self.device)
+        if problem:
+            raise RunnerError("load_failed", problem, EXIT_LOAD_FAILED)
+        self.cuda, why = _cuda_api()
+        if self.cuda is None:
+            raise RunnerError("runtime_missing", "TensorRT is installed but no CUDA wrapper to move tensors is importable (%s); pip install cuda-python" % why, EXIT_RUNTIME_MISSING)
+        messages = []
+
+        class CapturingLogger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                    messages.append(msg)
+
+        self.logger = CapturingLogger()  # kept: TensorRT calls it for the engine's lifetime
+        free_before = self.cuda.mem_info()
+        try:
+            with open(artifact, "rb") as handle:
+                self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(handle.read())
+        except Exception as exc:
+            self.engine = None
+            messages.append("%s: %s" % (type(exc).__name__, exc))
+        if self.engine is None:
+            raise RunnerError("load_failed", "TensorRT %s could not deserialize %s on %s (compute capability %s): %s. An engine runs only with the "
+                              "TensorRT version and GPU it was built for; rebuild it on this device" % (
+                                  trt.__version__, artifact, self.device.get("name"), self.device.get("compute_capability"),
+                                  " | ".join(messages[-5:]) or "no message"), EXIT_LOAD_FAILED)
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.dtypes = dict((n, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))) for n in names)
+        self.buffers = {}  # name -> (device pointer, capacity in bytes)
+        free_after = self.cuda.mem_info()
+        self.gpu_memory = (free_before[0] - free_after[0]) if free_before and free_after else None
+
+    def _buffer(self, name, nbytes):
+        ptr, capacity = self.buffers.get(name, (None, 0))
+        if ptr is None or capacity < nbytes:
+            ptr = self.cuda.malloc(nbytes)  # the old buffer (if any) is leaked on purpose: runs are short-lived
+            self.buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def _bind(self, feed):
+        for name in self.inputs:
+            array = self.np.ascontiguousarray(feed[name], dtype=self.dtypes[name])
+            if not self.context.set_input_shape(name, tuple(array.shape)):
+                raise RuntimeError("input %r: shape %s is outside the engine's optimization profile" % (name, list(array.shape)))
+            ptr = self._buffer(name, array.nbytes)
+            self.cuda.h2d(ptr, array)
+            self.context.set_tensor_address(name, ptr)
+            self._keep = array  # the async copy reads it until the stream syncs
+        hosts = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError("output %r has a data-dependent shape %s, which this runner does not support" % (name, list(shape)))
+            hosts[name] = self.np.empty(shape, dtype=self.dtypes[name])
+            self.context.set_tensor_address(name, self._buffer(name, hosts[name].nbytes))
+        return hosts
+
+    def _execute(self):
+        if not self.context.execute_async_v3(self.cuda.stream_handle()):
+            raise RuntimeError("TensorRT execute_async_v3 returned False")
+
+    def run(self, feed):
+        hosts = self._bind(feed)
+        self._execute()
+        for name, host in hosts.items():
+            self.cuda.d2h(host, self.buffers[name][0])
+        self.cuda.sync()
+        return hosts
+
+    def timed_run(self, feed):
+        """GPU time of one inference in ms (CUDA events around the enqueue; copies excluded)."""
+        self._bind(feed)
+        self.cuda.sync()
+        timer = self.cuda.timer()
+        if timer is None:
+            start = time.perf_counter()
+            self._execute()
+            self.cuda.sync()
+            return (time.perf_counter() - start) * 1000.0
+        begin, finish = timer
+        begin()
+        self._execute()
+        return finish()
+
+    def environment(self):
+        size = getattr(self.engine, "device_memory_size_v2", None)
+        if size is None:
+            size = getattr(self.engine, "device_memory_size", None)
+        return {"gpu": self.device.get("name"), "compute_capability": self.device.get("compute_capability"),
+                "cuda_api": self.cuda.label, "timer": "cuda_events" if self.cuda.timer() is not None else "perf_counter_synchronized",
+                "gpu_memory_bytes": self.gpu_memory, "engine_device_memory_bytes": size}
+
+
+RUNTIMES = {"tflite": TFLiteModel, "onnxruntime": OnnxModel, "ncnn": NcnnModel, "tensorrt": TensorRTModel}
 
 
 def _peak_rss_kb():
@@ -210,7 +506,11 @@ def command_run(args):
         for _ in range(int(io.get("warmup", 5))):
             model.run(first)
         times = []
+        timed_run = getattr(model, "timed_run", None)  # GPU runtimes time themselves (CUDA events)
         for _ in range(int(io.get("runs", 30))):
+            if timed_run is not None:
+                times.append(timed_run(first))
+                continue
             start = time.perf_counter()
             model.run(first)
             times.append((time.perf_counter() - start) * 1000.0)
@@ -236,6 +536,7 @@ def command_run(args):
         "machine": platform.machine(),
         "system": platform.system(),
         "numpy": np.__version__,
+        "environment_extra": model.environment() if hasattr(model, "environment") else {},
     }
     with open(args.timings, "w") as handle:
         json.dump(timings, handle)
