@@ -160,11 +160,19 @@ def cuda_devices():
 
 
 def _import_tensorrt():
+    # Run from a source checkout, this script's folder holds edgekit's own tensorrt.py: never import that.
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     try:
         import tensorrt
+        if not hasattr(tensorrt, "Builder"):
+            return None, "the importable 'tensorrt' module (%s) is not NVIDIA TensorRT" % getattr(tensorrt, "__file__", "?")
         return tensorrt, None
     except Exception as exc:  # a broken install raises more than ImportError
         return None, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        sys.path[:] = saved
 
 
 def _version_tuple(text):
