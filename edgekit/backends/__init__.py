@@ -14,6 +14,7 @@ from edgekit.profiles import TargetProfile
 _REGISTRY: dict[str, str] = {
     "tflite": "edgekit.backends.tflite:TFLiteBackend",
     "tensorrt": "edgekit.backends.tensorrt:TensorRTBackend",
+    "ncnn": "edgekit.backends.ncnn:NcnnBackend",
 }
 
 

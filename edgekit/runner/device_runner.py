@@ -135,9 +135,13 @@ class NcnnModel:
         self.ncnn = ncnn
         self.runtime, self.runtime_version = "ncnn", getattr(ncnn, "__version__", None)
         self.net = ncnn.Net()
-        for key, value in options.get("ncnn_options", {}).items():
+        self.options = dict(options.get("ncnn_options", {}))
+        for key, value in self.options.items():
             setattr(self.net.opt, key, value)
         self.net.opt.num_threads = int(options.get("num_threads", 4))
+        # Vulkan only when asked for and a GPU answers; get_gpu_count() is 0 where no Vulkan driver loads.
+        self.vulkan = bool(options.get("vulkan")) and _ncnn_call(ncnn, "get_gpu_count", 0) > 0
+        self.net.opt.use_vulkan_compute = self.vulkan
         weights = options.get("weights") or (artifact[: -len(".param")] + ".bin")
         try:
             if self.net.load_param(artifact) != 0 or self.net.load_model(weights) != 0:
@@ -159,6 +163,18 @@ class NcnnModel:
                 raise RuntimeError("ncnn extract(%r) returned %d" % (name, status))
             outputs[name] = np.array(mat).copy()
         return outputs
+
+    def environment(self):
+        applied = dict((key, getattr(self.net.opt, key, None)) for key in self.options)
+        return {"ncnn_options": applied, "vulkan": self.vulkan, "num_threads": self.net.opt.num_threads,
+                "cpu_fp16_arithmetic": bool(_ncnn_call(self.ncnn, "cpu_support_arm_asimdhp", False))}
+
+
+def _ncnn_call(ncnn, name, default):
+    try:
+        return getattr(ncnn, name)()
+    except Exception:
+        return default
 
 
 # --- TensorRT ----------------------------------------------------------------------------------

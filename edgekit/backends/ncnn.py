@@ -1,0 +1,248 @@
+"""ncnn backend (Android phones, aarch64 boards): pnnx converts the ONNX model to ncnn .param/.bin.
+
+* fp32: pnnx ``fp16=0`` (fp32 weights); the runtime runs with ncnn's fp16/bf16 options off.
+* fp16: pnnx ``fp16=1`` (fp16 weights in the .bin); the runtime gets ``use_fp16_storage``,
+  ``use_fp16_packed`` and ``use_fp16_arithmetic`` (the last only takes effect on ARMv8.2+ CPUs).
+* int8: ncnn2table/ncnn2int8 are not in the ncnn wheel, so edgekit does their work in Python
+  (``_ncnn_int8``): KL-calibrated activation scales from the fp32 model run in ncnn over the user's
+  calibration data, per-channel weight scales, and the int8 rewrite of the .param/.bin.
+
+ncnn Mats have no batch dim: inputs must have batch 1, and the artifact's I/O bindings squeeze it.
+pnnx names the blobs ``in0, in1, ...`` and ``out0, out1, ...`` in the ONNX graph's order.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit._lazy import version_of
+from edgekit.backends._ncnn_format import read_param
+from edgekit.backends.base import Backend, ConvertContext
+from edgekit.errors import MissingDependency, OptionsError, StageError, tail
+from edgekit.profiles import TargetProfile
+from edgekit.types import Artifact, IOBinding, TensorSpec
+
+CONVERT_TIMEOUT_S = float(os.environ.get("EDGEKIT_CONVERT_TIMEOUT", 1800))
+PNNX_DTYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "b"}
+FP16_OFF = {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False, "use_bf16_storage": False}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Measured with pnnx 20261020 / ncnn 1.0.20261020: pnnx either fails on these (If) or writes a
+# layer ncnn has no implementation for (the rest), so the model could never load.
+_NO_NCNN_LAYER = "pnnx converts it to a layer that the ncnn runtime does not implement"
+UNSUPPORTED_OPS = {
+    "If": "pnnx fails on ONNX If (data-dependent control flow)",
+    "Loop": "ncnn has no Loop layer (control flow)",
+    "Scan": "ncnn has no Scan layer (control flow)",
+    "TopK": _NO_NCNN_LAYER,
+    "NonZero": _NO_NCNN_LAYER + " (data-dependent output shape)",
+    "Unique": _NO_NCNN_LAYER + " (data-dependent output shape)",
+    "NonMaxSuppression": _NO_NCNN_LAYER,
+    "CumSum": _NO_NCNN_LAYER,
+    "ScatterND": _NO_NCNN_LAYER,
+    "RoiAlign": _NO_NCNN_LAYER,
+    "Det": _NO_NCNN_LAYER,
+    "SequenceConstruct": "ncnn has no sequence types",
+    "SequenceAt": "ncnn has no sequence types",
+    "ConcatFromSequence": "ncnn has no sequence types",
+    "SplitToSequence": "ncnn has no sequence types",
+    "StringNormalizer": "ncnn has no string tensors",
+    "TfIdfVectorizer": "ncnn has no string tensors",
+}
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"})
+    return env
+
+
+def pnnx_executable() -> Path | None:
+    """The pnnx binary shipped in the pnnx wheel (found without importing it: its package imports torch)."""
+    spec = importlib.util.find_spec("pnnx")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        for name in ("pnnx", "pnnx.exe"):
+            candidate = Path(folder) / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
+    found = shutil.which("pnnx", path=str(Path(sys.executable).parent)) or shutil.which("pnnx")
+    return Path(found) if found else None
+
+
+def _clean_log(text: str) -> str:
+    lines = [_ANSI.sub("", line) for line in text.splitlines()]
+    return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in lines)
+
+
+def run_logged(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -> str:
+    """Run a tool; on failure (or a crash) raise a StageError carrying its log tail."""
+    try:
+        completed = subprocess.run(argv, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StageError(f"{stage}: {tool} did not finish within {CONVERT_TIMEOUT_S:.0f} s", hint="set EDGEKIT_CONVERT_TIMEOUT to allow longer") from None
+    log = _clean_log(completed.stdout + completed.stderr)
+    (cwd / log_name).write_text(log)
+    if completed.returncode != 0:
+        how = f"was killed by signal {-completed.returncode}" if completed.returncode < 0 else f"failed (exit {completed.returncode})"
+        raise StageError(f"{stage}: {tool} {how}. Log tail:\n{tail(log, 20)}",
+                         hint=f"rerun with --keep-work to keep {log_name} and the intermediate files; "
+                              f"'edgekit inspect MODEL --target android-ncnn' lists ops ncnn cannot take")
+    return completed.stdout
+
+
+class NcnnBackend(Backend):
+    name = "ncnn"
+    extra = "ncnn"
+    runtime = "ncnn"
+    unsupported_ops = UNSUPPORTED_OPS
+
+    def check_tools(self) -> dict[str, str]:
+        versions = {}
+        for dist in ("pnnx", "ncnn"):
+            version = version_of(dist)
+            if version is None:
+                raise MissingDependency(f"the ncnn backend needs '{dist}', which is not installed", hint="pip install 'edgekit[ncnn]'")
+            versions[dist] = version
+        if pnnx_executable() is None:
+            raise MissingDependency("the pnnx package is installed but its pnnx executable was not found", hint="pip install --force-reinstall pnnx")
+        return versions
+
+    def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        return {"num_threads": int(profile.backend_options.get("num_threads", 4)),
+                "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
+                "vulkan": bool(profile.backend_options.get("vulkan", False))}
+
+    # --- conversion ------------------------------------------------------------------------
+
+    def convert(self, ctx: ConvertContext) -> Artifact:
+        versions = self.check_tools()
+        _check_inputs(ctx.inputs)
+        if ctx.precision not in ("fp32", "fp16", "int8"):
+            raise OptionsError(f"the ncnn backend builds fp32, fp16 or int8, not '{ctx.precision}'")
+        fp16_weights = ctx.precision == "fp16"
+        param, weights = self._pnnx(ctx, versions["pnnx"], fp16_weights)
+        self._check_loadable(ctx, param, weights)
+        extra: list[Path] = [weights]
+        details: dict[str, Any] = {"tools": versions, "pnnx_fp16_weights": fp16_weights}
+        if ctx.precision == "int8":
+            param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"])
+            extra = [weights, table]
+            details["int8"] = {"method": "kl", "calibration_table": table.name, **summary}
+            self._check_loadable(ctx, param, weights)
+        details["ncnn_options"] = self._ncnn_options(ctx)
+        return Artifact(path=param, backend=self.name, precision=ctx.precision, runtime=self.runtime,
+                        inputs=[IOBinding(s.name, f"in{i}", squeeze_batch=True) for i, s in enumerate(ctx.inputs)],
+                        outputs=[IOBinding(s.name, f"out{i}", squeeze_batch=True) for i, s in enumerate(ctx.outputs)],
+                        extra_files=extra, details=details)
+
+    @staticmethod
+    def _ncnn_options(ctx: ConvertContext) -> dict[str, bool]:
+        if ctx.precision == "fp16":
+            arithmetic = bool(ctx.profile.backend_options.get("fp16_arithmetic", True))
+            return {"use_fp16_storage": True, "use_fp16_packed": True, "use_fp16_arithmetic": arithmetic, "use_bf16_storage": False}
+        options = dict(FP16_OFF)
+        if ctx.precision == "int8":
+            options["use_int8_inference"] = True
+        return options
+
+    def _pnnx(self, ctx: ConvertContext, version: str, fp16_weights: bool) -> tuple[Path, Path]:
+        started = time.perf_counter()
+        folder = ctx.work_dir / "pnnx"
+        folder.mkdir(exist_ok=True)
+        model = folder / "model.onnx"
+        _link_or_copy(ctx.model_path, model)
+        for external in ctx.model_path.parent.glob(ctx.model_path.name + ".data"):
+            _link_or_copy(external, folder / external.name)
+        stem = ctx.artifact_stem
+        param, weights = ctx.work_dir / f"{stem}.ncnn.param", ctx.work_dir / f"{stem}.ncnn.bin"
+        shapes = ",".join(_shape_arg(spec) for spec in ctx.inputs)
+        argv = [str(pnnx_executable()), model.name, f"inputshape={shapes}", f"fp16={int(fp16_weights)}",
+                f"ncnnparam={param}", f"ncnnbin={weights}", "ncnnpy=model_ncnn.py",
+                "pnnxparam=model.pnnx.param", "pnnxbin=model.pnnx.bin", "pnnxpy=model_pnnx.py", "pnnxonnx=model.pnnx.onnx"]
+        ctx.log(f"pnnx: converting to ncnn ({'fp16' if fp16_weights else 'fp32'} weights)")
+        run_logged(argv, folder, "convert", "pnnx", "pnnx.log")
+        for path in (param, weights):
+            if not path.is_file():
+                raise StageError(f"convert: pnnx exited cleanly but did not write {path.name}",
+                                 hint=f"see {folder / 'pnnx.log'} (kept with --keep-work)")
+        ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights)
+        return param, weights
+
+    def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
+        """pnnx exits 0 even when it leaves ops ncnn cannot run; catch that here, not on the device."""
+        out = run_logged([sys.executable, "-m", "edgekit.backends._ncnn_tool", "check", str(param), str(weights)],
+                         ctx.work_dir, "convert", "ncnn load check", "ncnn-check.log")
+        result = json.loads(out.strip().splitlines()[-1])
+        if result["unknown_types"]:
+            raise StageError(f"convert: pnnx wrote layer types the ncnn runtime does not implement: {', '.join(result['unknown_types'])}",
+                             hint="these come from ONNX ops ncnn cannot take; replace them in the model, or pick another target")
+        if result["load_param"] != 0 or result["load_model"] != 0:
+            raise StageError(f"convert: ncnn cannot load {param.name}/{weights.name} (load_param {result['load_param']}, load_model {result['load_model']})",
+                             hint=f"see {ctx.work_dir / 'ncnn-check.log'} (kept with --keep-work)")
+        layers = read_param(param.read_text())
+        fed = {top for layer in layers if layer.type == "Input" for top in layer.tops}
+        produced = {top for layer in layers for top in layer.tops}
+        for kind, specs, available in (("input", ctx.inputs, fed), ("output", ctx.outputs, produced)):
+            for k, spec in enumerate(specs):
+                blob = f"{'in' if kind == 'input' else 'out'}{k}"
+                if blob not in available:
+                    raise StageError(f"convert: the ncnn model has no {kind} blob '{blob}' for ONNX {kind} '{spec.name}'")
+
+    def _int8(self, ctx: ConvertContext, param: Path, weights: Path, version: str) -> tuple[Path, Path, Path, dict[str, Any]]:
+        if ctx.calibration is None:
+            raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
+        started = time.perf_counter()
+        calib = ctx.work_dir / "calibration_ncnn.npz"
+        samples = ctx.calibration
+        # inputs have batch 1, so each row of the sample set is one sample in ncnn's layout
+        np.savez(calib, **{f"i{k}": samples.arrays[spec.name] for k, spec in enumerate(ctx.inputs)})
+        stem = ctx.artifact_stem
+        out_param, out_bin, table = (ctx.work_dir / f"{stem}.int8.param", ctx.work_dir / f"{stem}.int8.bin", ctx.work_dir / f"{stem}.table")
+        ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")
+        out = run_logged([sys.executable, "-m", "edgekit.backends._ncnn_tool", "int8", str(param), str(weights), "--calib", str(calib),
+                          "--inputs", ",".join(f"in{k}" for k in range(len(ctx.inputs))), "--out-param", str(out_param),
+                          "--out-bin", str(out_bin), "--out-table", str(table)], ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
+        summary = json.loads(out.strip().splitlines()[-1])
+        if not summary["quantized"]:
+            raise StageError("quantize: the model has no Convolution, InnerProduct or constant-weight Gemm layer for ncnn int8",
+                             hint="use --precision fp16 for this model")
+        final_param, final_bin = ctx.work_dir / f"{stem}.ncnn.param", ctx.work_dir / f"{stem}.ncnn.bin"
+        os.replace(out_param, final_param)
+        os.replace(out_bin, final_bin)
+        ctx.record("quantize", started, "edgekit-ncnn-int8", version, mode="int8",
+                   calibration_samples=summary["samples"], method="kl", quantized_layers=len(summary["quantized"]),
+                   float_layers_with_weights=len(summary["kept_float"]))
+        return final_param, final_bin, table, summary
+
+
+def _check_inputs(inputs: list[TensorSpec]) -> None:
+    for spec in inputs:
+        if not spec.shape or spec.shape[0] != 1:
+            raise OptionsError(f"ncnn runs one sample at a time (its Mats have no batch dim), but input '{spec.name}' has shape {list(spec.shape)}",
+                               hint=f"export the model with batch 1, or pass --input-shape {spec.name}=1,...")
+        if len(spec.shape) > 5:
+            raise OptionsError(f"ncnn Mats have at most 4 dims besides the batch; input '{spec.name}' has shape {list(spec.shape)}")
+
+
+def _shape_arg(spec: TensorSpec) -> str:
+    return "[" + ",".join(str(d) for d in spec.shape) + "]" + PNNX_DTYPES.get(spec.dtype, "f32")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
