@@ -87,8 +87,10 @@ def resolve_precision(profile: TargetProfile, precision: str | None) -> str:
     return chosen
 
 
-def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile, from_default: bool) -> None:
-    if precision == "int8" and calib is None:
+def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile, from_default: bool, backend: Backend | None = None) -> None:
+    # A backend may quantize int8 without calibration (Core ML int8 weights): it says so with needs_calibration().
+    needed = backend.needs_calibration(profile, precision) if hasattr(backend, "needs_calibration") else precision == "int8"
+    if needed and calib is None:
         default = f" (int8 is target '{profile.name}''s default precision)" if from_default else ""
         raise CalibrationError(
             f"int8 quantization needs calibration data{default}, and edgekit never calibrates on random data",
@@ -129,8 +131,8 @@ def build(
     profile = target if isinstance(target, TargetProfile) else resolve_target(target)
     asked = precision or options.precision
     chosen = resolve_precision(profile, asked)
-    _require_calibration(chosen, options.calib, profile, from_default=asked is None)
     backend = get_backend(profile.backend, profile)
+    _require_calibration(chosen, options.calib, profile, from_default=asked is None, backend=backend)
     if options.input_shape_ranges and not getattr(backend, "supports_shape_ranges", False):
         raise OptionsError(f"target '{profile.name}' ({backend.name}) builds for one input shape; MIN:OPT:MAX ranges are for TensorRT targets",
                            hint="give --input-shape NAME=DIMS")

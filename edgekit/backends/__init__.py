@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "tflite": "edgekit.backends.tflite:TFLiteBackend",
     "tensorrt": "edgekit.backends.tensorrt:TensorRTBackend",
     "ncnn": "edgekit.backends.ncnn:NcnnBackend",
+    "coreml": "edgekit.backends.coreml:CoreMLBackend",
 }
 
 

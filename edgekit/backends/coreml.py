@@ -1,0 +1,417 @@
+"""Core ML backend (iPhone, iPad, Mac): an ML Program ``.mlpackage`` built on any host.
+
+coremltools 9 has no ONNX frontend, so the route is ONNX -> PyTorch (onnx2torch) -> torch.export
+(torch.jit.trace where export fails) -> ``coremltools.convert(convert_to="mlprogram")``. The PyTorch
+module is checked against onnxruntime on the same inputs before coremltools sees it; that check runs
+everywhere, while the package itself runs only on Apple systems (the device runner says so on Linux).
+
+Precisions: fp32 and fp16 compute precision; "int8" compresses weights after conversion, either linear
+int8 (default, no calibration needed) or an n-bit palettization (``int8_weights = "palettize"``), and,
+with ``int8_activations = true`` and calibration data, quantizes activations too (iOS 17+, on a Mac:
+coremltools calibrates by running the model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit._lazy import require, version_of
+from edgekit.backends import _coreml_torch as torch_leg
+from edgekit.backends.base import Backend, ConvertContext
+from edgekit.calibration import SampleSet, random_samples
+from edgekit.errors import BackendUnavailable, MissingDependency, ProfileError, StageError, tail
+from edgekit.fsutil import sha256_file, size_of
+from edgekit.profiles import TargetProfile
+from edgekit.reference import run_reference
+from edgekit.types import Artifact, IOBinding, TensorSpec
+
+OPTION_KEYS = {"int8_weights", "palettize_bits", "weight_threshold", "int8_activations", "image_input", "author", "model_version"}
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+TARGET_PATTERN = re.compile(r"^(iOS|macOS|watchOS|tvOS)(\d+)$")
+MIN_MLPROGRAM = {"iOS": 15, "macOS": 12, "watchOS": 8, "tvOS": 15}
+MIN_ACTIVATION_QUANT = {"iOS": 17, "macOS": 14, "watchOS": 10, "tvOS": 17}
+CHECK_SAMPLES = 4
+ACTIVATION_CALIBRATION_SAMPLES = 32
+
+
+# --- options --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    deployment_target: str = "iOS16"
+    compute_units: str = "ALL"
+    int8_weights: str = "linear"  # "linear": int8 per-channel symmetric; "palettize": n-bit lookup table (k-means)
+    palettize_bits: int = 6
+    weight_threshold: int = 2048  # weights with fewer elements stay float (coremltools' default)
+    int8_activations: bool = False
+    image_input: bool = False
+    author: str = "edgekit"
+    model_version: str | None = None
+
+    @property
+    def os_name(self) -> str:
+        return TARGET_PATTERN.match(self.deployment_target).group(1)  # type: ignore[union-attr]
+
+    @property
+    def os_major(self) -> int:
+        return int(TARGET_PATTERN.match(self.deployment_target).group(2))  # type: ignore[union-attr]
+
+    @classmethod
+    def from_profile(cls, profile: TargetProfile) -> CoreMLOptions:
+        table, hardware = profile.backend_options, profile.hardware
+        where = profile.source or profile.name
+
+        def fail(key: str, problem: str) -> ProfileError:
+            return ProfileError(f"{where}: key '{key}': {problem}", hint="see docs/coreml.md for the Core ML profile keys")
+
+        for key in table:
+            if key not in OPTION_KEYS:
+                raise fail(f"backend_options.{key}", f"unknown Core ML option; allowed: {', '.join(sorted(OPTION_KEYS))}")
+        target = hardware.get("minimum_deployment_target", "iOS16")
+        match = TARGET_PATTERN.match(target) if isinstance(target, str) else None
+        if match is None:
+            raise fail("hardware.minimum_deployment_target", f"must look like 'iOS16' or 'macOS14'; got {target!r}")
+        if int(match.group(2)) < MIN_MLPROGRAM[match.group(1)]:
+            raise fail("hardware.minimum_deployment_target", f"ML Program packages need {match.group(1)}{MIN_MLPROGRAM[match.group(1)]} or newer; got {target}")
+        units = hardware.get("compute_units", "ALL")
+        if units not in COMPUTE_UNITS:
+            raise fail("hardware.compute_units", f"must be one of {', '.join(COMPUTE_UNITS)}; got {units!r}")
+        weights = table.get("int8_weights", "linear")
+        if weights not in ("linear", "palettize"):
+            raise fail("backend_options.int8_weights", f"must be 'linear' or 'palettize'; got {weights!r}")
+        bits = table.get("palettize_bits", 6)
+        if bits not in (4, 6, 8) or isinstance(bits, bool):
+            raise fail("backend_options.palettize_bits", f"must be 4, 6 or 8; got {bits!r}")
+        threshold = table.get("weight_threshold", 2048)
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0:
+            raise fail("backend_options.weight_threshold", f"must be an integer >= 0; got {threshold!r}")
+        flags = {}
+        for key in ("int8_activations", "image_input"):
+            flags[key] = table.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise fail(f"backend_options.{key}", f"must be true or false; got {flags[key]!r}")
+        options = cls(deployment_target=target, compute_units=units, int8_weights=weights, palettize_bits=bits,
+                      weight_threshold=threshold, author=str(table.get("author", "edgekit")),
+                      model_version=str(table["model_version"]) if "model_version" in table else None, **flags)
+        if options.int8_activations and options.os_major < MIN_ACTIVATION_QUANT[options.os_name]:
+            raise fail("backend_options.int8_activations", f"int8 activations need {options.os_name}{MIN_ACTIVATION_QUANT[options.os_name]}+ "
+                       f"(hardware.minimum_deployment_target is {target}); raise the target or set int8_activations = false")
+        return options
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def coreml_name(name: str, taken: set[str]) -> str:
+    """A Core ML feature name for an ONNX tensor name (identifier characters only, unique)."""
+    clean = re.sub(r"[^A-Za-z0-9_]", "_", name) or "tensor"
+    if clean[0].isdigit():
+        clean = f"t_{clean}"
+    candidate, n = clean, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{clean}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
+@contextlib.contextmanager
+def quiet_tools(log: io.StringIO) -> Iterator[None]:
+    """coremltools and torch print progress bars and version warnings; keep them for the log instead."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ logging ignores TF_CPP_MIN_LOG_LEVEL set in-process."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_coremltools() -> Any:
+    if "coremltools" in sys.modules:
+        return sys.modules["coremltools"]
+    # coremltools imports TensorFlow when it is installed (the tflite extra), which logs from C++ on import.
+    with quiet_tools(io.StringIO()), native_stderr_silenced():
+        return require("coremltools", "coreml", purpose="the Core ML backend")
+
+
+def describe_package(path: Path) -> dict[str, Any]:
+    """What an .mlpackage holds, read from its spec without loading it (works on Linux)."""
+    ct = import_coremltools()
+    with quiet_tools(io.StringIO()):
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    main = spec.mlProgram.functions["main"]
+    ops = main.block_specializations[main.opset].operations
+    counts = Counter(op.type for op in ops)
+    fp16 = ct.proto.MIL_pb2.DataType.Value("FLOAT16")
+    computes_fp16 = any(out.type.tensorType.dataType == fp16 for op in ops if op.type != "const" for out in op.outputs)
+
+    def feature(item: Any) -> dict[str, Any]:
+        kind = item.type.WhichOneof("Type")
+        if kind == "imageType":
+            image = item.type.imageType
+            return {"name": item.name, "type": "image", "shape": [int(image.height), int(image.width)],
+                    "color": ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)}
+        array = item.type.multiArrayType
+        return {"name": item.name, "type": "multiarray", "shape": [int(d) for d in array.shape],
+                "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)}
+
+    compression = sorted(t for t in counts if t.startswith("constexpr_"))
+    return {
+        "inputs": [feature(i) for i in spec.description.input],
+        "outputs": [feature(o) for o in spec.description.output],
+        "specification_version": int(spec.specificationVersion),
+        "opset": main.opset,
+        "compute_precision": "fp16" if computes_fp16 else "fp32",
+        "weight_compression": compression,
+        "activation_quantization": bool(counts.get("quantize")),
+        "op_counts": dict(sorted(counts.items())),
+        "metadata": {"author": spec.description.metadata.author, "version": spec.description.metadata.versionString,
+                     "short_description": spec.description.metadata.shortDescription,
+                     **dict(spec.description.metadata.userDefined)},
+    }
+
+
+# --- backend ----------------------------------------------------------------------------------
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    extra = "coreml"
+    runtime = "coreml"
+
+    def check_tools(self) -> dict[str, str]:
+        versions = {}
+        for dist in ("coremltools", "onnx2torch", "torch"):
+            version = version_of(dist)
+            if version is None:
+                raise MissingDependency(f"the Core ML backend needs '{dist}', which is not installed", hint="pip install 'edgekit[coreml]'")
+            versions[dist] = version
+        return versions
+
+    def needs_calibration(self, profile: TargetProfile, precision: str) -> bool:
+        """int8 weights need none; only int8 activations are calibrated."""
+        return precision == "int8" and CoreMLOptions.from_profile(profile).int8_activations
+
+    def blocking_ops(self, model: Any) -> list[str]:
+        return torch_leg.describe_blocking(torch_leg.blocking_nodes(model))
+
+    def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        options = CoreMLOptions.from_profile(profile)
+        return {"compute_units": options.compute_units, "image_inputs": artifact.details.get("image_inputs", {})}
+
+    # --- conversion ------------------------------------------------------------------------
+
+    def convert(self, ctx: ConvertContext) -> Artifact:
+        versions = self.check_tools()
+        options = CoreMLOptions.from_profile(ctx.profile)
+        import_coremltools()
+        if options.int8_activations and ctx.precision == "int8":
+            self._check_activation_host(ctx)
+        started = time.perf_counter()
+        log = io.StringIO()
+        input_names = [spec.name for spec in ctx.inputs]
+        output_names = [spec.name for spec in ctx.outputs]
+        samples = ctx.calibration.head(min(CHECK_SAMPLES, ctx.calibration.count)) if ctx.calibration else random_samples(ctx.inputs, CHECK_SAMPLES, seed=0)
+        references = run_reference(ctx.model, samples)
+        tolerance = ctx.profile.tolerance_for("fp32")
+        ctx.log("onnx2torch: converting to a PyTorch module")
+        with quiet_tools(log):
+            module = torch_leg.to_torch(ctx.model)
+            checks = [torch_leg.check_against_reference("onnx2torch", module, input_names, output_names, samples, references, tolerance)]
+            torch_leg.require_passed(checks[0], tolerance)
+            program, how, export_error = torch_leg.export(module, input_names, samples.sample(0))
+            checks.append(torch_leg.check_against_reference(how, torch_leg.program_module(program, how), input_names, output_names,
+                                                            samples, references, tolerance))
+            torch_leg.require_passed(checks[1], tolerance)
+        ctx.log(f"coremltools: converting to an ML Program ({options.deployment_target})")
+        ml, image_inputs, bindings = self._ct_convert(ctx, options, program, log)
+        intermediate = {"tolerance": tolerance.to_dict(), "input_source": samples.source, "checks": [c.to_dict() for c in checks],
+                        "passed": all(c.passed for c in checks)}
+        ctx.record("convert", started, "coremltools", versions["coremltools"], route=f"onnx2torch {versions['onnx2torch']} -> {how} -> coremltools",
+                   capture=how, export_fallback_reason=export_error, deployment_target=options.deployment_target,
+                   intermediate_check=intermediate)
+
+        started = time.perf_counter()
+        ml, compression = self._compress(ctx, options, ml, bindings[0], log)
+        self._set_metadata(ml, ctx, options, compression, bindings)
+        target = ctx.work_dir / f"{ctx.artifact_stem}.mlpackage"
+        with quiet_tools(log):
+            ml.save(str(target))
+        (ctx.work_dir / "coremltools.log").write_text(log.getvalue())
+        package_bytes = size_of(target)
+        ctx.record("quantize", started, "coremltools", versions["coremltools"], mode=ctx.precision, package_bytes=package_bytes, **compression)
+        return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
+                        inputs=bindings[0], outputs=bindings[1],
+                        details={"intermediate_check": intermediate, "package_bytes": package_bytes, "compression": compression,
+                                 "image_inputs": image_inputs, "deployment_target": options.deployment_target,
+                                 "compute_units": options.compute_units, "tools": versions})
+
+    @staticmethod
+    def _check_activation_host(ctx: ConvertContext) -> None:
+        if ctx.calibration is None:
+            raise StageError("quantize: int8 activations need calibration data")  # the pipeline checks this earlier
+        if sys.platform != "darwin":
+            raise BackendUnavailable(
+                f"target '{ctx.profile.name}' quantizes activations (backend_options.int8_activations = true), and coremltools "
+                "calibrates activations by running the model, which needs macOS",
+                hint="build on a Mac, or set int8_activations = false for int8 weights only (no calibration needed)")
+
+    def _ct_convert(self, ctx: ConvertContext, options: CoreMLOptions, program: Any, log: io.StringIO) -> tuple[Any, dict[str, Any], tuple[list[IOBinding], list[IOBinding]]]:
+        ct = import_coremltools()
+        taken: set[str] = set()
+        in_names = [coreml_name(spec.name, taken) for spec in ctx.inputs]
+        out_names = [coreml_name(spec.name, taken) for spec in ctx.outputs]
+        image_inputs = self._image_inputs(ctx, options) if options.image_input else {}
+        ct_inputs = []
+        for spec, name in zip(ctx.inputs, in_names, strict=True):
+            if spec.name in image_inputs:
+                image = image_inputs.pop(spec.name)
+                image_inputs[name] = image
+                layout = {"RGB": ct.colorlayout.RGB, "BGR": ct.colorlayout.BGR, "GRAY": ct.colorlayout.GRAYSCALE}[image["color"]]
+                ct_inputs.append(ct.ImageType(name=name, shape=spec.shape, scale=image["scale"], bias=image["bias"], color_layout=layout))
+            else:
+                dtype = np.float32 if np.dtype(spec.dtype).kind == "f" else np.int32
+                ct_inputs.append(ct.TensorType(name=name, shape=spec.shape, dtype=dtype))
+        ct_outputs = [ct.TensorType(name=name, dtype=np.float32) if np.dtype(spec.dtype).kind == "f" else ct.TensorType(name=name)
+                      for spec, name in zip(ctx.outputs, out_names, strict=True)]
+        precision = ct.precision.FLOAT32 if ctx.precision == "fp32" else ct.precision.FLOAT16
+        try:
+            with quiet_tools(log):
+                ml = ct.convert(program, inputs=ct_inputs, outputs=ct_outputs, convert_to="mlprogram",
+                                minimum_deployment_target=getattr(ct.target, options.deployment_target),
+                                compute_precision=precision, compute_units=getattr(ct.ComputeUnit, options.compute_units))
+        except Exception as exc:
+            raise StageError(f"convert: coremltools could not convert the PyTorch program: {type(exc).__name__}: {tail(str(exc), 8)}",
+                             hint="an op that onnx2torch took may have no Core ML equivalent; rerun with --keep-work for coremltools.log") from None
+        spec = ml.get_spec()
+        got_in = [i.name for i in spec.description.input]
+        got_out = [o.name for o in spec.description.output]
+        if got_in != in_names or len(got_out) != len(out_names):
+            raise StageError(f"convert: the Core ML package has inputs {got_in} and outputs {got_out}, expected {in_names} and {out_names}")
+        bindings = ([IOBinding(s.name, n) for s, n in zip(ctx.inputs, got_in, strict=True)],
+                    [IOBinding(s.name, n) for s, n in zip(ctx.outputs, got_out, strict=True)])
+        return ml, image_inputs, bindings
+
+    @staticmethod
+    def _image_inputs(ctx: ConvertContext, options: CoreMLOptions) -> dict[str, dict[str, Any]]:
+        """Image inputs (CVPixelBuffer on iOS) for 4-D 1- or 3-channel inputs, with the profile's preprocessing.
+
+        Core ML computes ``scale * pixel + bias[c]``; edgekit's preprocessing is ``(pixel * scale - mean[c]) / std[c]``,
+        so one scale for all channels means the profile's std values must be equal.
+        """
+        pre = ctx.profile.preprocessing
+        where = ctx.profile.source or ctx.profile.name
+        if pre.layout != "NCHW":
+            raise ProfileError(f"{where}: backend_options.image_input needs preprocessing.layout = 'NCHW' (Core ML image inputs are NCHW)")
+        found: dict[str, dict[str, Any]] = {}
+        for spec in ctx.inputs:
+            if len(spec.shape) != 4 or spec.shape[0] != 1 or spec.shape[1] not in (1, 3) or np.dtype(spec.dtype).kind != "f":
+                continue
+            channels = int(spec.shape[1])  # type: ignore[arg-type]
+            color = "GRAY" if channels == 1 else pre.color
+            if (channels == 1) != (color == "GRAY"):
+                raise ProfileError(f"{where}: input '{spec.name}' has {channels} channels but preprocessing.color is {pre.color}")
+            mean = list(pre.mean[:channels]) if len(pre.mean) >= channels else [pre.mean[0]] * channels
+            std = list(pre.std[:channels]) if len(pre.std) >= channels else [pre.std[0]] * channels
+            if max(std) - min(std) > 1e-9:
+                raise ProfileError(f"{where}: Core ML image inputs use one scale for all channels, but preprocessing.std is {list(pre.std)}",
+                                   hint="use equal std values, or set backend_options.image_input = false and normalize in the app")
+            found[spec.name] = {"scale": pre.scale / std[0], "bias": [-m / s for m, s in zip(mean, std, strict=True)], "color": color}
+        if not found:
+            raise ProfileError(f"{where}: backend_options.image_input is true, but the model has no 1x1xHxW or 1x3xHxW float input",
+                               hint="set image_input = false for this model")
+        return found
+
+    def _compress(self, ctx: ConvertContext, options: CoreMLOptions, ml: Any, inputs: list[IOBinding], log: io.StringIO) -> tuple[Any, dict[str, Any]]:
+        if ctx.precision != "int8":
+            return ml, {"weights": "float16" if ctx.precision == "fp16" else "float32", "activations": "float"}
+        ct = import_coremltools()
+        cto = ct.optimize.coreml
+        summary: dict[str, Any] = {"weight_threshold": options.weight_threshold}
+        try:
+            with quiet_tools(log):
+                if options.int8_activations:
+                    ml = self._quantize_activations(ctx, cto, ml, inputs)
+                    summary.update(activations="int8", calibration_samples=min(ctx.calibration.count, ACTIVATION_CALIBRATION_SAMPLES))  # type: ignore[union-attr]
+                else:
+                    summary["activations"] = "float"
+                if options.int8_weights == "linear":
+                    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=options.weight_threshold))
+                    ml = cto.linear_quantize_weights(ml, config=config)
+                    summary.update(weights="int8 linear symmetric per-channel")
+                else:
+                    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
+                        mode="kmeans", nbits=options.palettize_bits, weight_threshold=options.weight_threshold))
+                    ml = cto.palettize_weights(ml, config=config)
+                    summary.update(weights=f"palettized {options.palettize_bits}-bit (k-means lookup table)")
+        except Exception as exc:
+            raise StageError(f"quantize: coremltools weight compression failed: {type(exc).__name__}: {tail(str(exc), 8)}",
+                             hint="try int8_weights = 'linear', or --precision fp16") from None
+        summary["compressed_ops"] = self._count_compressed(ml)
+        if summary["compressed_ops"] == 0:
+            summary["note"] = f"no weight tensor has {options.weight_threshold}+ elements, so all weights stayed float; lower backend_options.weight_threshold"
+        return ml, summary
+
+    @staticmethod
+    def _quantize_activations(ctx: ConvertContext, cto: Any, ml: Any, inputs: list[IOBinding]) -> Any:
+        calibration: SampleSet = ctx.calibration  # type: ignore[assignment]
+        data = [{b.artifact_name: calibration.sample(i)[b.onnx_name].astype(np.float32) for b in inputs}
+                for i in range(min(calibration.count, ACTIVATION_CALIBRATION_SAMPLES))]
+        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
+        return cto.linear_quantize_activations(ml, config, data)
+
+    @staticmethod
+    def _count_compressed(ml: Any) -> int:
+        spec = ml.get_spec()
+        main = spec.mlProgram.functions["main"]
+        return sum(1 for op in main.block_specializations[main.opset].operations if op.type.startswith("constexpr_"))
+
+    @staticmethod
+    def _set_metadata(ml: Any, ctx: ConvertContext, options: CoreMLOptions, compression: dict[str, Any],
+                      bindings: tuple[list[IOBinding], list[IOBinding]]) -> None:
+        source = ctx.source_path or ctx.model_path
+        onnx_version = int(getattr(ctx.model, "model_version", 0) or 0)
+        ml.author = options.author
+        ml.version = options.model_version or (str(onnx_version) if onnx_version else "1")
+        ml.short_description = f"{source.name} built by edgekit {__version__} for target '{ctx.profile.name}' ({ctx.precision})"
+        meta = ml.user_defined_metadata
+        meta["edgekit.version"] = __version__
+        meta["edgekit.target"] = ctx.profile.name
+        meta["edgekit.precision"] = ctx.precision
+        meta["edgekit.weights"] = str(compression.get("weights"))
+        meta["edgekit.activations"] = str(compression.get("activations"))
+        meta["edgekit.source_model"] = source.name
+        meta["edgekit.source_sha256"] = sha256_file(source) if source.is_file() else ""
+        specs: dict[str, TensorSpec] = {s.name: s for s in (*ctx.inputs, *ctx.outputs)}
+        for binding in bindings[0]:
+            ml.input_description[binding.artifact_name] = f"ONNX input '{binding.onnx_name}', shape {list(specs[binding.onnx_name].shape)}"
+        for binding in bindings[1]:
+            ml.output_description[binding.artifact_name] = f"ONNX output '{binding.onnx_name}', shape {list(specs[binding.onnx_name].shape)}"
