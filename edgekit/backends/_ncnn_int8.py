@@ -75,30 +75,31 @@ def _mass(cumulative: np.ndarray, density: np.ndarray, x: np.ndarray) -> np.ndar
     return cumulative[whole] + (x - whole) * part
 
 
+def kl_divergence(normed: np.ndarray, threshold: int) -> float:
+    """ncnn2table's KL divergence for one threshold bin T: the clipped histogram against its
+    128-level quantization expanded back to T bins. Same sums as ncnn's loops, via cumulative masses;
+    like ncnn, the quantization sees only the histogram below T (outliers are folded into the clip only)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(normed)])
+    clip = normed[:threshold] + KL_EPS
+    clip[-1] += normed[threshold:].sum()
+    width = threshold / TARGET_BINS
+    edges = np.arange(TARGET_BINS + 1) * width
+    edges[-1] = threshold
+    quantized = np.diff(_mass(cumulative, normed, edges)) / width
+    q_cumulative = np.concatenate([[0.0], np.cumsum(quantized * width)])
+    positions = np.arange(threshold + 1, dtype=np.float64) / width
+    expanded = np.diff(_mass(q_cumulative, quantized * width, positions)) + KL_EPS
+    return float(np.sum(clip * np.log(clip / expanded)))
+
+
 def kl_threshold_bin(histogram: np.ndarray) -> int:
-    """ncnn2table's KL search: the bin count T (128..2047) whose clipped distribution a 128-level
-    quantization represents best. Same sums as ncnn's loops, via cumulative masses."""
+    """The threshold bin (128..2047) with the least KL divergence, as ncnn2table's quantize_KL picks it."""
     total = histogram.sum()
     if total == 0:
         return HISTOGRAM_BINS - 1
     normed = histogram.astype(np.float64) / total
-    cumulative = np.concatenate([[0.0], np.cumsum(normed)])
-    best, best_kl = TARGET_BINS, np.inf
-    for threshold in range(TARGET_BINS, HISTOGRAM_BINS):
-        clip = normed[:threshold] + KL_EPS
-        clip[-1] += normed[threshold:].sum()
-        width = threshold / TARGET_BINS
-        edges = np.arange(TARGET_BINS + 1) * width
-        edges[-1] = threshold
-        # ncnn quantizes the unclipped histogram below the threshold (outliers are not folded in here)
-        quantized = np.diff(_mass(cumulative, normed, edges)) / width
-        q_cumulative = np.concatenate([[0.0], np.cumsum(quantized * width)])
-        positions = np.arange(threshold + 1, dtype=np.float64) / width
-        expanded = np.diff(_mass(q_cumulative, quantized * width, positions)) + KL_EPS
-        kl = float(np.sum(clip * np.log(clip / expanded)))
-        if kl < best_kl:
-            best, best_kl = threshold, kl
-    return best
+    divergences = [kl_divergence(normed, t) for t in range(TARGET_BINS, HISTOGRAM_BINS)]
+    return TARGET_BINS + int(np.argmin(divergences))
 
 
 def activation_scales(run: Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]],

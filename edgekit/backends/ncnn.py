@@ -138,8 +138,9 @@ class NcnnBackend(Backend):
         details: dict[str, Any] = {"tools": versions, "pnnx_fp16_weights": fp16_weights}
         if ctx.precision == "int8":
             param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"])
-            extra = [weights, table]
-            details["int8"] = {"method": "kl", "calibration_table": table.name, **summary}
+            # Gemm layers alone leave the table empty: ncnn quantizes their inputs at run time
+            extra = [weights, table] if table.read_text().strip() else [weights]
+            details["int8"] = {"method": "kl", "calibration_table": table.name if len(extra) > 1 else None, **summary}
             self._check_loadable(ctx, param, weights)
         details["ncnn_options"] = self._ncnn_options(ctx)
         return Artifact(path=param, backend=self.name, precision=ctx.precision, runtime=self.runtime,
@@ -177,7 +178,8 @@ class NcnnBackend(Backend):
             if not path.is_file():
                 raise StageError(f"convert: pnnx exited cleanly but did not write {path.name}",
                                  hint=f"see {folder / 'pnnx.log'} (kept with --keep-work)")
-        ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights)
+        ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights,
+                   ncnn_options=self._ncnn_options(ctx))
         return param, weights
 
     def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
