@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import sys
@@ -260,7 +261,7 @@ class CoreMLBackend(Backend):
 
         started = time.perf_counter()
         ml, compression = self._compress(ctx, options, ml, bindings[0], log)
-        self._set_metadata(ml, ctx, options, compression, bindings)
+        self._set_metadata(ml, ctx, options, compression, bindings, image_inputs)
         target = ctx.work_dir / f"{ctx.artifact_stem}.mlpackage"
         with quiet_tools(log):
             ml.save(str(target))
@@ -288,12 +289,12 @@ class CoreMLBackend(Backend):
         taken: set[str] = set()
         in_names = [coreml_name(spec.name, taken) for spec in ctx.inputs]
         out_names = [coreml_name(spec.name, taken) for spec in ctx.outputs]
-        image_inputs = self._image_inputs(ctx, options) if options.image_input else {}
+        by_onnx_name = self._image_inputs(ctx, options) if options.image_input else {}
+        image_inputs: dict[str, dict[str, Any]] = {}  # by Core ML name, for the runner and the metadata
         ct_inputs = []
         for spec, name in zip(ctx.inputs, in_names, strict=True):
-            if spec.name in image_inputs:
-                image = image_inputs.pop(spec.name)
-                image_inputs[name] = image
+            if spec.name in by_onnx_name:
+                image = image_inputs[name] = by_onnx_name[spec.name]
                 layout = {"RGB": ct.colorlayout.RGB, "BGR": ct.colorlayout.BGR, "GRAY": ct.colorlayout.GRAYSCALE}[image["color"]]
                 ct_inputs.append(ct.ImageType(name=name, shape=spec.shape, scale=image["scale"], bias=image["bias"], color_layout=layout))
             else:
@@ -396,7 +397,7 @@ class CoreMLBackend(Backend):
 
     @staticmethod
     def _set_metadata(ml: Any, ctx: ConvertContext, options: CoreMLOptions, compression: dict[str, Any],
-                      bindings: tuple[list[IOBinding], list[IOBinding]]) -> None:
+                      bindings: tuple[list[IOBinding], list[IOBinding]], image_inputs: dict[str, Any]) -> None:
         source = ctx.source_path or ctx.model_path
         onnx_version = int(getattr(ctx.model, "model_version", 0) or 0)
         ml.author = options.author
@@ -410,6 +411,9 @@ class CoreMLBackend(Backend):
         meta["edgekit.activations"] = str(compression.get("activations"))
         meta["edgekit.source_model"] = source.name
         meta["edgekit.source_sha256"] = sha256_file(source) if source.is_file() else ""
+        if image_inputs:
+            # What an app must know to feed pixels: Core ML computes scale * pixel + bias[channel].
+            meta["edgekit.image_inputs"] = json.dumps(image_inputs, sort_keys=True)
         specs: dict[str, TensorSpec] = {s.name: s for s in (*ctx.inputs, *ctx.outputs)}
         for binding in bindings[0]:
             ml.input_description[binding.artifact_name] = f"ONNX input '{binding.onnx_name}', shape {list(specs[binding.onnx_name].shape)}"
