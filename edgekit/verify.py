@@ -19,6 +19,7 @@ from edgekit.types import Artifact, IOBinding, LatencyStats, VerificationResult
 RUNNER_SCRIPT = Path(__file__).resolve().parent / "runner" / "device_runner.py"
 RUNNER_NAME = "edgekit_runner.py"
 EXIT_RUNTIME_MISSING = 3
+EXIT_LOCK_TIMEOUT = 6
 
 
 def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
@@ -59,7 +60,6 @@ def verify_artifact(
     warmup: int,
     runs: int,
     options: dict | None = None,
-    timeout: float = 600.0,
 ) -> VerificationResult:
     """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
     where = transport.where
@@ -91,12 +91,20 @@ def verify_artifact(
                 transport.upload(extra, extra.name)
             transport.upload(scratch / "io.json", "io.json")
             transport.upload(scratch / "inputs.npz", "inputs.npz")
+            lock = ["--lock", transport.lock_path, "--lock-timeout", str(transport.lock_timeout)] if transport.lock_path else []
             result = transport.run_python(
                 RUNNER_NAME,
                 ["run", "--artifact", artifact.path.name, "--io", "io.json", "--inputs", "inputs.npz",
-                 "--outputs", "outputs.npz", "--timings", "timings.json"],
-                timeout=timeout,
+                 "--outputs", "outputs.npz", "--timings", "timings.json", "--timeout", str(transport.run_timeout), *lock],
+                timeout=transport.run_timeout + transport.lock_timeout + 30,
             )
+            if result.exit_code == EXIT_LOCK_TIMEOUT:
+                _, message = _runner_error(result.stderr)
+                raise DeviceError(message, hint="another verification is using this device; retry later or raise lock_timeout")
+            if result.signal == "ALRM" or result.exit_code == -14:
+                place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
+                raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
+                                  hint="raise run_timeout (devices.toml), or check the model for a hang")
             if result.exit_code == EXIT_RUNTIME_MISSING:
                 _, message = _runner_error(result.stderr)
                 return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)

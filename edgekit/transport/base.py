@@ -14,6 +14,7 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
+    signal: str | None = None  # e.g. "ALRM" when a timeout alarm ended the process
 
 
 class Transport(ABC):
@@ -23,6 +24,10 @@ class Transport(ABC):
     device_name: str | None = None
     #: the Python interpreter that runs the device runner
     python: str = "python3"
+    #: the lock file that serializes runs on this machine, how long to wait for it, and the run timeout
+    lock_path: str | None = None
+    lock_timeout: float = 900.0
+    run_timeout: float = 600.0
 
     def __enter__(self) -> Transport:
         self.open()

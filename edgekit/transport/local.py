@@ -21,6 +21,7 @@ class LocalTransport(Transport):
         self.python = python or sys.executable
         self.keep = keep
         self.work_dir: Path | None = None
+        self.lock_path = str(Path(tempfile.gettempdir()) / "edgekit-host.lock")
 
     def open(self) -> None:
         self.work_dir = Path(tempfile.mkdtemp(prefix="edgekit-run-"))
@@ -64,4 +65,7 @@ class LocalTransport(Transport):
             os.killpg(process.pid, signal.SIGKILL)
             stdout, stderr = process.communicate()
             raise DeviceError(f"the runner on this host did not finish within {timeout:.0f} s and was killed", hint="raise the run timeout, or check the model for a hang") from None
-        return CommandResult(process.returncode, stdout, stderr)
+        if process.returncode == -signal.SIGALRM:
+            raise DeviceError("the runner on this host did not finish within its run timeout and was killed",
+                              hint="raise the run timeout, or check the model for a hang")
+        return CommandResult(process.returncode, stdout, stderr, signal=signal.Signals(-process.returncode).name[3:] if process.returncode < 0 else None)
