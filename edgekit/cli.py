@@ -134,6 +134,12 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
     where = verification.get("device") or verification["where"]
     console.print(f"artifact     {report_dict['artifact']}  ({report_dict['artifact_bytes'] / 1024:.1f} KiB)")
     console.print(f"verification [{colour}]{status}[/] on {where}" + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
+    for other in report_dict.get("verifications") or []:
+        if len(report_dict["verifications"]) > 1:
+            other_colour = {"passed": "green", "failed": "red", "skipped": "yellow"}[other["status"]]
+            p50 = (other.get("latency_ms") or {}).get("p50")
+            console.print(f"  device {other.get('device')}: [{other_colour}]{other['status']}[/]" + (f", p50 {p50:.3f} ms" if p50 else "")
+                          + (f" ({other['reason']})" if other.get("reason") else ""), soft_wrap=True, markup=True)
     if verification.get("reason"):
         from rich.markup import escape
 
@@ -150,7 +156,7 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", "targets", required=True, multiple=True,
+@click.option("-t", "--target", "targets", multiple=True,
               help="Target profile name (see 'edgekit targets') or path to a .toml profile. Repeat to build a matrix into OUT/<target>/.")
 @click.option("-p", "--precision", type=click.Choice(["fp32", "fp16", "int8", "dynamic"]), help="Numeric precision. Default: the target's. 'dynamic' = int8 weights, float activations (no calibration).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
@@ -162,13 +168,16 @@ def print_summary(report_dict: dict[str, Any], report_path: Path | None) -> None
 @click.option("--runs", type=click.IntRange(1, 100000), help="Timed latency runs. Default: the target's.")
 @click.option("--warmup", type=click.IntRange(0, 10000), help="Warm-up runs before timing. Default: the target's.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random verification inputs.")
+@click.option("-d", "--device", "devices", multiple=True, metavar="NAME",
+              help="Verify on a device (devices.toml name, group, ~/.ssh/config alias, or user@host[:port]). Repeatable; runs concurrently.")
+@click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device (for debugging).")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
-          keep_work: bool, no_cache: bool, as_json: bool, quiet: bool) -> None:
+          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, as_json: bool, quiet: bool) -> None:
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
@@ -181,13 +190,16 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
                            latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
     shapes, options.input_shape_ranges = _parse_shapes(input_shapes)
+    transports, targets = _device_transports(devices, targets, keep_remote)
     if len(targets) > 1:
+        if transports:
+            raise click.UsageError("--device verifies one target's artifact; build a matrix without --device, or one target per command")
         _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
                       input_shapes=shapes, options=options, keep_work=keep_work)
         return
     progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
     try:
-        report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir,
+        report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir, transports=transports,
                            input_shapes=shapes, options=options, progress=progress, keep_work=keep_work)
     finally:
         progress.close()
@@ -198,6 +210,24 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
         print_summary(data, report.report_path)
     if report.verification.status == "failed":
         sys.exit(1)
+
+
+def _device_transports(specs: tuple[str, ...], targets: tuple[str, ...], keep_remote: bool) -> tuple[list, tuple[str, ...]]:
+    """SSH transports for --device, and the target (from the devices when --target is omitted)."""
+    if not specs:
+        if not targets:
+            raise click.UsageError("Missing option '-t' / '--target' (or give --device with a target in devices.toml)")
+        return [], targets
+    from edgekit.devices import resolve_devices
+    from edgekit.transport.ssh import SSHTransport
+
+    devices = resolve_devices(list(specs))
+    if not targets:
+        named = {d.target for d in devices}
+        if len(named) != 1 or None in named:
+            raise click.UsageError("give --target: the devices do not name one common target in devices.toml")
+        targets = (named.pop(),)
+    return [SSHTransport(d, keep_remote=keep_remote) for d in devices], targets
 
 
 class PrefixedProgress:
@@ -329,6 +359,106 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
             console.print(f"[yellow]{info['backend_note']}[/]")
         else:
             console.print(f"[green]no ops known to block the {info['backend']} backend ({info['target']})[/]")
+
+
+# --- verify and devices ---------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("-d", "--device", "devices", multiple=True, metavar="NAME", help="Device(s) to verify on (default: this host). Repeatable.")
+@click.option("--model", type=click.Path(path_type=Path), help="The source model, if it moved since the build.")
+@click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the updated report JSON.")
+def verify(build: Path, devices: tuple[str, ...], model: Path | None, keep_remote: bool, as_json: bool) -> None:
+    """Verify an existing build again: BUILD is its output folder, report, or artifact.
+
+    The artifact's sha256 is checked against the report first. Exit codes as for 'build'.
+    """
+    from edgekit.report import report_to_dict
+    from edgekit.reverify import reverify
+
+    transports = _device_transports(devices, ("-",), keep_remote)[0] if devices else []
+    report, error = reverify(build, transports, model)
+    data = report_to_dict(report)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_summary(data, report.report_path)
+    if error is not None:
+        raise error
+    if report.verification.status == "failed":
+        sys.exit(1)
+
+
+@cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def devices(ctx: click.Context, as_json: bool) -> None:
+    """List devices from devices.toml ($EDGEKIT_DEVICES, ./devices.toml, ~/.config/edgekit/devices.toml)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekit.devices import load_book
+
+    book = load_book()
+    if as_json:
+        click.echo(json.dumps({"source": str(book.source) if book.source else None, "groups": book.groups,
+                               "devices": {n: d.to_dict() for n, d in book.devices.items()}}, indent=2))
+        return
+    if not book.devices:
+        click.echo("no devices.toml found; see docs/devices.md (ad hoc: --device user@host[:port])")
+        return
+    click.echo(f"from {book.source}:")
+    for name, device in book.devices.items():
+        where = f"{device.user + '@' if device.user else ''}{device.host}{':' + str(device.port) if device.port else ''}"
+        click.echo(f"  {name:<16} {where:<32} target={device.target or '-':<14} python={device.python}")
+    for group, members in book.groups.items():
+        click.echo(f"  group {group}: {', '.join(members)}")
+
+
+@devices.command("check", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def devices_check(name: str, as_json: bool) -> None:
+    """Connect to NAME and report what it has: OS, arch, python, runtimes, free disk."""
+    from edgekit.devices import resolve_devices
+    from edgekit.transport.ssh import SSHTransport
+    from edgekit.verify import RUNNER_NAME, RUNNER_SCRIPT
+
+    results = {}
+    for device in resolve_devices([name]):
+        with SSHTransport(device) as transport:
+            transport.upload(RUNNER_SCRIPT, RUNNER_NAME)
+            result = transport.run_python(RUNNER_NAME, ["probe", "--path", device.work_dir], timeout=device.connect_timeout + 120)
+            if result.exit_code != 0:
+                from edgekit.errors import DeviceError
+
+                raise DeviceError(f"device '{device.name}': the probe failed: {result.stderr.strip()[-800:]}")
+            results[device.name] = json.loads(result.stdout.strip().splitlines()[-1])
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for device_name, probe in results.items():
+        click.echo(f"{device_name}: {probe['system']} {probe['release']} {probe['machine']}, Python {probe['python']}, numpy {probe.get('numpy') or 'MISSING'}")
+        free = probe.get("free_disk_bytes")
+        click.echo(f"  free disk in work_dir: {free / 1024**3:.1f} GiB" if free is not None else "  free disk: unknown")
+        for runtime, version in probe["runtimes"].items():
+            click.echo(f"  {runtime:<16} {version or '-'}")
+        if probe.get("trtexec"):
+            click.echo(f"  trtexec          {probe['trtexec']}")
+
+
+@devices.command("trust", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Trust without asking (only after checking the fingerprint another way).")
+def devices_trust(name: str, yes: bool) -> None:
+    """Show NAME's host key fingerprint and, once confirmed, add it to known_hosts."""
+    from edgekit.devices import resolve_devices
+    from edgekit.transport.ssh import trust_host
+
+    for device in resolve_devices([name]):
+        fingerprint, path = trust_host(device, yes, lambda question: click.confirm(question, default=False))
+        click.echo(f"trusted {device.name}: {fingerprint} added to {path}")
 
 
 # --- doctor --------------------------------------------------------------------------------

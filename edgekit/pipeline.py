@@ -21,7 +21,7 @@ from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
-from edgekit.errors import CalibrationError, DeviceError, EdgekitError, OptionsError, StageError, ToolError
+from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
 from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
 from edgekit.profiles import TargetProfile, resolve_target
@@ -31,7 +31,7 @@ from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
 from edgekit.types import PRECISIONS, BuildOptions, BuildReport, StageRecord, VerificationResult
-from edgekit.verify import verify_artifact
+from edgekit.verify import verify_everywhere
 
 REPORT_NAME = "edgekit-report.json"
 MAX_CALIBRATION_SAMPLES = 256
@@ -115,6 +115,7 @@ def build(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     options: BuildOptions | None = None,
     transport: Transport | None = None,
+    transports: list[Transport] | None = None,
     progress: Progress | None = None,
     keep_work: bool = False,
 ) -> BuildReport:
@@ -140,13 +141,14 @@ def build(
     model = Path(model)
 
     # --no-cache skips the lookup but still refreshes the entry with the new build.
-    key = _cache_key(model, profile, chosen, options, tool_versions, transport)
+    transports = list(transports or ([transport] if transport is not None else []))
+    key = _cache_key(model, profile, chosen, options, tool_versions, transports)
     if key is not None and options.use_cache and (entry := cache.lookup(key)) is not None:
         return _restore(entry, options.out_dir, run)
 
     work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
     try:
-        report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transport)
+        report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transports)
     finally:
         if keep_work:
             run.progress.message(f"work files kept in {work_dir}")
@@ -160,7 +162,7 @@ def build(
 
 
 def _cache_key(model: Path, profile: TargetProfile, precision: str, options: BuildOptions,
-               tool_versions: dict[str, str], transport: Transport | None) -> str | None:
+               tool_versions: dict[str, str], transports: list[Transport]) -> str | None:
     if not model.is_file():
         return None  # the load stage explains what is wrong with it
     settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
@@ -168,7 +170,7 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
                 "runs": options.latency_runs, "warmup": options.warmup_runs}
     if options.input_shape_ranges:
         settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
-    place = ["host"] if transport is None or transport.where == "host" else [str(transport.device_name)]
+    place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
 
@@ -205,7 +207,7 @@ def _ensure_dir(path: Path) -> Path:
 
 
 def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Backend, options: BuildOptions,
-           run: _Run, work_dir: Path, transport: Transport | None) -> tuple[BuildReport, EdgekitError | None]:
+           run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
         loaded = load_model(model_path)
@@ -237,7 +239,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     prepared = save_model(simplified, work_dir / f"{stem}.onnx")
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
-                         artifact_stem=f"{stem}_{precision}", log=run.progress.message, transport=transport,
+                         artifact_stem=f"{stem}_{precision}", log=run.progress.message, transport=transports[0] if transports else None,
                          source_path=model_path, shape_ranges=dict(options.input_shape_ranges), out_dir=options.out_dir)
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
@@ -253,7 +255,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         extra_final.append(out_dir / extra.name)
     artifact.path, artifact.extra_files = final_path, extra_final
 
-    verification, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transport)
+    verifications, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transports)
     report = BuildReport(
         edgekit_version=__version__,
         target=profile.name,
@@ -270,39 +272,51 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         outputs=loaded.outputs,
         io={"inputs": artifact.inputs, "outputs": artifact.outputs},
         stages=run.stages,
-        verification=verification,
+        verification=primary_result(verifications),
+        verifications=verifications if transports else [],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_report(report, out_dir)
     return report, device_error
 
 
-def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet,
-            references: list, options: BuildOptions, run: _Run, transport: Transport | None) -> tuple[VerificationResult, EdgekitError | None]:
-    where = "host" if transport is None or transport.where == "host" else "device"
+def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,
+            options: BuildOptions, run: _Run, transports: list[Transport]) -> tuple[list[VerificationResult], EdgekitError | None]:
+    where = "device" if transports else "host"
     if not options.verify:
-        result = VerificationResult.skipped("verification disabled with --no-verify", where=where)
         run.add(StageRecord("verify", 0.0, None, None, {"status": "skipped"}))
-        return result, None
+        return [VerificationResult.skipped("verification disabled with --no-verify", where=where)], None
     started = time.perf_counter()
-    run.progress.stage_started("verify", f"Verifying on the {where if where == 'host' else transport.device_name}")
-    device_error = None
-    try:
-        result = verify_artifact(
-            artifact, samples, references, profile.tolerance_for(precision), transport or LocalTransport(),
-            warmup=options.warmup_runs if options.warmup_runs is not None else profile.latency_warmup,
-            runs=options.latency_runs if options.latency_runs is not None else profile.latency_runs,
-            options=backend.runner_options(artifact, profile),
-        )
-    except DeviceError as exc:
-        # The build is good but could not be checked: say so, keep the artifact, exit non-zero.
-        result = VerificationResult.skipped(f"verification could not run: {exc.message}", where=where,
-                                            device=getattr(transport, "device_name", None))
-        device_error = exc
-    runtime, _, runtime_version = (result.runtime or "").partition(" ")
+    names = ", ".join(str(t.device_name) for t in transports) or "host"
+    run.progress.stage_started("verify", f"Verifying on {names}")
+    results, device_error = verify_everywhere(
+        artifact, samples, references, profile.tolerance_for(precision), transports or [LocalTransport()],
+        warmup=options.warmup_runs if options.warmup_runs is not None else profile.latency_warmup,
+        runs=options.latency_runs if options.latency_runs is not None else profile.latency_runs,
+        options=backend.runner_options(artifact, profile),
+    )
+    primary = results[0]
+    runtime, _, runtime_version = (primary.runtime or "").partition(" ")
     run.add(StageRecord("verify", round(time.perf_counter() - started, 3), runtime or None, runtime_version or None,
-                        {"status": result.status, "where": where}))
-    return result, device_error
+                        {"status": overall_status(results), "where": where, "devices": [r.device for r in results if r.device]}))
+    return results, device_error
+
+
+def primary_result(results: list[VerificationResult]) -> VerificationResult:
+    """The report's `verification`: the first failed result, else the first skipped one, else the first."""
+    for status in ("failed", "skipped"):
+        for result in results:
+            if result.status == status:
+                return result
+    return results[0]
+
+
+def overall_status(results: list[VerificationResult]) -> str:
+    """failed if any failed; passed only if all passed; otherwise skipped."""
+    statuses = {r.status for r in results}
+    if "failed" in statuses:
+        return "failed"
+    return "passed" if statuses == {"passed"} else "skipped"
 
 
 def write_report(report: BuildReport, out_dir: Path) -> Path:

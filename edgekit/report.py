@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
-from edgekit.types import BuildReport
+from edgekit.types import BuildReport, VerificationResult
 
 
 def _finite_or_text(value: Any) -> Any:
@@ -49,14 +49,12 @@ def _number(value: Any) -> Any:
     return value
 
 
-def report_from_dict(data: dict[str, Any]) -> BuildReport:
-    """Rebuild a BuildReport from its JSON form (cached builds, re-verification)."""
-    from edgekit.types import IOBinding, LatencyStats, OutputMetrics, StageRecord, TensorSpec, VerificationResult
+def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
+    from edgekit.types import LatencyStats, OutputMetrics
 
-    verification = data["verification"]
     latency = verification.get("latency_ms")
-    fields = {f for f in OutputMetrics.__dataclass_fields__}
-    result = VerificationResult(
+    fields = set(OutputMetrics.__dataclass_fields__)
+    return VerificationResult(
         status=verification["status"],
         where=verification["where"],
         runtime=verification.get("runtime"),
@@ -69,6 +67,12 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         latency_ms=LatencyStats(**{k: latency[k] for k in LatencyStats.__dataclass_fields__ if k in latency}) if latency else None,
         environment=verification.get("environment", {}),
     )
+
+
+def report_from_dict(data: dict[str, Any]) -> BuildReport:
+    """Rebuild a BuildReport from its JSON form (cached builds, re-verification)."""
+    from edgekit.types import IOBinding, StageRecord, TensorSpec
+
     return BuildReport(
         edgekit_version=data["edgekit_version"],
         target=data["target"],
@@ -82,7 +86,8 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data.get("inputs", [])],
         outputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data.get("outputs", [])],
         stages=[StageRecord(**s) for s in data.get("stages", [])],
-        verification=result,
+        verification=verification_from_dict(data["verification"]),
+        verifications=[verification_from_dict(v) for v in data.get("verifications", [])],
         io={k: [IOBinding.from_dict(b) for b in v] for k, v in data.get("io", {}).items()},
         artifact_files=data.get("artifact_files", [data["artifact"]]),
         artifact_runtime=data.get("artifact_runtime"),

@@ -191,6 +191,7 @@ class BuildReport:
     outputs: list[TensorSpec]
     stages: list[StageRecord]
     verification: VerificationResult
+    verifications: list[VerificationResult] = field(default_factory=list)  # one per device when --device is used
     io: dict[str, list[IOBinding]] = field(default_factory=dict)
     artifact_files: list[str] = field(default_factory=list)
     artifact_runtime: str | None = None
@@ -221,5 +222,6 @@ class BuildReport:
             "io": {k: [b.to_dict() for b in v] for k, v in self.io.items()},
             "stages": [s.to_dict() for s in self.stages],
             "verification": self.verification.to_dict(),
+            "verifications": [v.to_dict() for v in self.verifications],
             "cache": self.cache,
         }

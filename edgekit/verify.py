@@ -147,3 +147,38 @@ def verify_artifact(
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
                               latency_ms=latency, environment=environment, **base)
 
+
+
+def verify_everywhere(
+    artifact: Artifact,
+    samples: SampleSet,
+    references: list[dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    transports: list[Transport],
+    *,
+    warmup: int,
+    runs: int,
+    options: dict | None = None,
+) -> tuple[list[VerificationResult], DeviceError | None]:
+    """Verify on each transport, devices concurrently; one result per transport, in order.
+
+    A transport fault becomes a ``skipped`` result carrying the reason, and the first such fault is
+    returned so the caller can exit non-zero after writing the report.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(transport: Transport) -> tuple[VerificationResult, DeviceError | None]:
+        try:
+            return verify_artifact(artifact, samples, references, tolerance, transport, warmup=warmup, runs=runs, options=options), None
+        except DeviceError as exc:
+            skipped = VerificationResult.skipped(f"verification could not run: {exc.message}", where=transport.where,
+                                                 device=transport.device_name, samples=samples.count, input_source=samples.source)
+            return skipped, exc
+
+    if len(transports) == 1:
+        outcomes = [one(transports[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(transports)) as pool:
+            outcomes = list(pool.map(one, transports))
+    errors = [error for _, error in outcomes if error is not None]
+    return [result for result, _ in outcomes], (errors[0] if errors else None)
