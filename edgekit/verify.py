@@ -142,7 +142,8 @@ def verify_artifact(
     runtime_label = timings.get("runtime") or artifact.runtime
     if timings.get("runtime_version"):
         runtime_label = f"{runtime_label} {timings['runtime_version']}"
-    environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version")}
+    environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version",
+                                                "lock_waited_s", "started_at", "finished_at")}
     environment.update(timings.get("environment_extra") or {})  # e.g. TensorRT: GPU, memory, timer used
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
                               latency_ms=latency, environment=environment, **base)

@@ -85,3 +85,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         import json
 
         Path(target).write_text(json.dumps(_CASES, indent=2))
+
+
+# --- a real sshd on 127.0.0.1 ------------------------------------------------------------------
+
+@pytest.fixture
+def sshd(tmp_path: Path):
+    from tests.sshd import SSHServer, have_sshd
+
+    if not have_sshd():
+        pytest.skip("OpenSSH server not installed (Debian: apt-get install openssh-server; .ci/run does)")
+    server = SSHServer(tmp_path / "sshd").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def device_book(sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """devices.toml naming the test sshd as 'localhost-ssh', found through $EDGEKIT_DEVICES."""
+    path = sshd.write_devices(tmp_path / "devices.toml")
+    monkeypatch.setenv("EDGEKIT_DEVICES", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_superres(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """An fp32 TFLite build of the super-resolution net (output folder), made once per session."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("built-superres")
+    report = edgekit.build(sample_dir / "super_resolution.onnx", "arm", precision="fp32", out_dir=out)
+    assert report.verification.status == "passed"
+    return out

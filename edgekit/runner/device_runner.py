@@ -565,7 +565,10 @@ def acquire_device_lock(path, timeout):
 def command_run(args):
     import numpy as np
 
+    waited = time.time()
     lock = acquire_device_lock(args.lock, args.lock_timeout) if args.lock else None  # noqa: F841 (held until exit)
+    started_at = time.time()
+    waited = started_at - waited
     if args.timeout and hasattr(__import__("signal"), "alarm"):
         import signal
 
@@ -620,6 +623,9 @@ def command_run(args):
         "p99": _percentile(ordered, 0.99),
         "mean": sum(times) / len(times) if times else None,
         "peak_rss_kb": _peak_rss_kb(),
+        "lock_waited_s": round(waited, 3),
+        "started_at": started_at,
+        "finished_at": time.time(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "system": platform.system(),

@@ -13,7 +13,6 @@ Safety rules it keeps:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shlex
 import socket
 from pathlib import Path
@@ -211,23 +210,9 @@ class SSHTransport(Transport):
 
     def _check_python(self) -> None:
         result = self._shell(quote([self.python, "-c", PROBE_PYTHON]), timeout=self.device.connect_timeout + 60)
-        if result.exit_code == 127 or "not found" in result.stderr and result.exit_code != 0 and not result.stdout:
-            raise DeviceError(f"device '{self.device.name}': python '{self.python}' was not found",
-                              hint="set python in devices.toml to the interpreter's full path (login shells may rewrite PATH)")
-        lines = result.stdout.strip().splitlines()
-        if lines:
-            try:
-                version = tuple(int(p) for p in lines[0].split(".")[:2])
-            except ValueError:
-                version = (0, 0)
-            if version < MIN_PYTHON:
-                raise DeviceError(f"device '{self.device.name}': python '{self.python}' is {lines[0]}; the device runner needs Python 3.8 or newer",
-                                  hint="install python3.8+ on the device and point python in devices.toml at it")
-        if result.exit_code != 0:
-            if "numpy" in result.stderr:
-                raise DeviceError(f"device '{self.device.name}': numpy is not installed for {self.python}",
-                                  hint="on the device: python3 -m pip install numpy (Termux: pkg install python-numpy)")
-            raise DeviceError(f"device '{self.device.name}': python '{self.python}' failed: {result.stderr.strip()[-500:]}")
+        problem = python_problem(self.device.name, self.python, result)
+        if problem is not None:
+            raise problem
 
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
         """Run the script in the run folder; an alarm kills it on the device after ``timeout`` seconds."""
@@ -324,6 +309,28 @@ class SSHTransport(Transport):
         return {**super().describe(), "host": self.device.host, "port": self.device.port, "user": self.device.user}
 
 
+def python_problem(device: str, python: str, result: CommandResult) -> DeviceError | None:
+    """What is wrong with the device's python, judged from the PROBE_PYTHON run (None: fine)."""
+    lines = result.stdout.strip().splitlines()
+    if result.exit_code == 127 or (result.exit_code != 0 and not lines and "not found" in result.stderr):
+        return DeviceError(f"device '{device}': python '{python}' was not found",
+                           hint="set python in devices.toml to the interpreter's full path (login shells may rewrite PATH)")
+    if lines:
+        try:
+            version = tuple(int(p) for p in lines[0].split(".")[:2])
+        except ValueError:
+            version = (0, 0)
+        if version < MIN_PYTHON:
+            return DeviceError(f"device '{device}': python '{python}' is {lines[0]}; the device runner needs Python 3.8 or newer",
+                               hint="install python3.8+ on the device and point python in devices.toml at it")
+    if result.exit_code != 0:
+        if "numpy" in result.stderr:
+            return DeviceError(f"device '{device}': numpy is not installed for {python}",
+                               hint="on the device: python3 -m pip install numpy (Termux: pkg install python-numpy)")
+        return DeviceError(f"device '{device}': python '{python}' failed: {result.stderr.strip()[-500:]}")
+    return None
+
+
 class _ConnectionDropped(Exception):
     pass
 
@@ -332,11 +339,6 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def fingerprint_of(public_key_line: str) -> str:
-    asyncssh = require("asyncssh", "core")
-    return asyncssh.import_public_key(public_key_line).get_fingerprint("sha256")
 
 
 def trust_host(device: Device, assume_yes: bool, confirm: Any) -> tuple[str, Path]:
@@ -363,6 +365,3 @@ def trust_host(device: Device, assume_yes: bool, confirm: Any) -> tuple[str, Pat
         handle.write(line)
     return fingerprint, path
 
-
-def digest_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
