@@ -85,13 +85,15 @@ LogLevel VERBOSE
         raise RuntimeError("sshd did not start listening")
 
     def kill(self) -> None:
-        """Kill the listener and every session it spawned (a real 'the device dropped off the network')."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        subprocess.run(["pkill", "-KILL", "-f", f"sshd.*{self.config}"], check=False)
-        # per-connection children run as "sshd: user@notty"; they belong to the same session group
-        subprocess.run(["pkill", "-KILL", "-s", str(self.process.pid if self.process else 0)], check=False)
+        """Kill the listener and every session process it forked: the device dropped off the network."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for pid in [*_descendants(self.process.pid), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
 
     def stop(self) -> None:
         self.kill()
@@ -108,6 +110,23 @@ LogLevel VERBOSE
     def write_devices(self, path: Path, *tables: str) -> Path:
         path.write_text("\n".join(tables or (self.device_table(),)))
         return path
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def _toml_string(value: str) -> str:

@@ -242,6 +242,9 @@ def build_engine(transport: Transport, onnx_path: Path, precision: str, options:
         if external.is_file():
             transport.upload(external, external.name)
         result = transport.run_python(BUILDER_NAME, builder_args(precision, options, shapes, timing_dir), timeout=options.build_timeout_s)
+        if result.signal == "ALRM":
+            raise DeviceError(f"the TensorRT engine build on {place} did not finish within {options.build_timeout_s:.0f} s and was killed",
+                              hint="raise backend_options.build_timeout_s in the target profile")
         if result.exit_code != 0:
             kind, message = _builder_error(result.stderr)
             if result.exit_code == builder_script.EXIT_TRT_MISSING:
