@@ -126,3 +126,14 @@ def test_ad_hoc_specs():
     assert (device.user, device.host, device.port) == ("pi", "192.168.1.7", 2222)
     (device,) = resolve_devices(["[::1]:2200"])
     assert device.host == "::1" and device.port == 2200
+
+
+@pytest.mark.slow
+def test_tensorrt_remote_build_reaches_the_device(cnn, device_book, sshd, tmp_path):
+    """The Jetson route through the real sshd: upload model and builder, run it on the 'device', which has
+    no TensorRT here, and fail with what to install there. Nothing is faked: the builder really runs remotely."""
+    result = cli("build", str(cnn), "--target", "jetson", "--precision", "fp16", "--device", "localhost-ssh", "-o", str(tmp_path / "o"))
+    assert result.returncode == 6, result.stderr
+    assert "cannot build the TensorRT engine on" in result.stderr and "localhost-ssh" in result.stderr
+    assert "JetPack" in result.stderr
+    assert leftovers(sshd) == []
