@@ -27,7 +27,7 @@ from edgekit.backends.tensorrt import (
     shape_args,
     trtexec_command,
 )
-from edgekit.errors import BackendUnavailable, DeviceError, OptionsError, ProfileError
+from edgekit.errors import BackendUnavailable, OptionsError, ProfileError
 from edgekit.profiles import parse_profile, resolve_target
 from edgekit.transport.local import LocalTransport
 from edgekit.verify import RUNNER_SCRIPT
@@ -199,19 +199,9 @@ def test_builder_script_without_tensorrt_or_trtexec(cnn, tmp_path):
     assert probe["tensorrt"] is None and probe["builder_version"] == builder.BUILDER_VERSION
 
 
-class DeviceOverSubprocess(LocalTransport):
-    """The device side of a remote build, played by a real subprocess on this host (which has no TensorRT)."""
-
-    where = "device"
-    device_name = "test-jetson"
-
-
 @pytest.mark.skipif(HOST_PROBLEM is None, reason="this host has TensorRT and a GPU")
-def test_remote_build_without_tensorrt_on_the_device_is_a_clear_device_error(cnn, tmp_path):
-    with pytest.raises(DeviceError) as caught:
-        build_engine(DeviceOverSubprocess(), cnn, "fp16", TrtOptions(workspace_mib=64), [], tmp_path, "m.engine", "~/.cache/edgekit/trt-timing")
-    assert "cannot build the TensorRT engine on device 'test-jetson'" in caught.value.message
-    assert "nor trtexec are available" in caught.value.message and "JetPack" in caught.value.hint
+def test_build_on_this_host_without_tensorrt_is_a_clear_error(cnn, tmp_path):
+    # The device side of this path runs through the real test sshd in tests/test_ssh.py.
     with pytest.raises(BackendUnavailable, match="on this host"):
         build_engine(LocalTransport(), cnn, "fp16", TrtOptions(), [], tmp_path, "m.engine", str(tmp_path / "cache"))
 
