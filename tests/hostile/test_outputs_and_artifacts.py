@@ -91,3 +91,27 @@ def test_wrong_model_artifact_fails(good_tflite, cnn, tmp_path):
     result = verify_artifact(swapped, samples, reference, tolerance, LocalTransport(), warmup=0, runs=1)
     assert result.status == "failed" and "cosine" in result.reason
     shutil.rmtree(tmp_path / "cnn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated-bin", "garbage-param"])
+def test_broken_ncnn_model_fails_verification_cleanly(superres, tmp_path, damage):
+    """ncnn can segfault on odd inputs: the runner's subprocess turns that into a failed verification."""
+    from edgekit.backends import get_backend
+
+    report = edgekit.build(superres, "arm-ncnn", precision="fp32", out_dir=tmp_path / "good")
+    param = tmp_path / "good" / report.artifact
+    weights = tmp_path / "good" / report.artifact_files[1]
+    if damage == "truncated-bin":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        param.write_bytes(b"7767517\n3 3\nInput in0 0 1 in0\n" + bytes(range(200)))
+    artifact = Artifact(path=param, backend="ncnn", precision="fp32", runtime="ncnn",
+                        inputs=report.io["inputs"], outputs=report.io["outputs"], extra_files=[weights])
+    loaded = load_model(superres)
+    samples = random_samples(loaded.inputs, 2, seed=0)
+    profile = edgekit.profiles.resolve_target("arm-ncnn")
+    result = verify_artifact(artifact, samples, run_reference(loaded.proto, samples), profile.tolerance_for("fp32"), LocalTransport(),
+                             warmup=0, runs=1, options=get_backend("ncnn").runner_options(artifact, profile))
+    assert result.status == "failed"
+    assert "the runtime failed on this host" in result.reason
