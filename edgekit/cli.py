@@ -190,7 +190,8 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
                            latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
     shapes, options.input_shape_ranges = _parse_shapes(input_shapes)
-    transports, targets = _device_transports(devices, targets, keep_remote)
+    transports, device_list = _device_transports(devices, keep_remote)
+    targets = _target_for(targets, device_list)
     if len(targets) > 1:
         if transports:
             raise click.UsageError("--device verifies one target's artifact; build a matrix without --device, or one target per command")
@@ -212,22 +213,27 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
         sys.exit(1)
 
 
-def _device_transports(specs: tuple[str, ...], targets: tuple[str, ...], keep_remote: bool) -> tuple[list, tuple[str, ...]]:
-    """SSH transports for --device, and the target (from the devices when --target is omitted)."""
+def _device_transports(specs: tuple[str, ...], keep_remote: bool) -> tuple[list, list]:
+    """SSH transports for --device values (names, groups, aliases, user@host), and the devices."""
     if not specs:
-        if not targets:
-            raise click.UsageError("Missing option '-t' / '--target' (or give --device with a target in devices.toml)")
-        return [], targets
+        return [], []
     from edgekit.devices import resolve_devices
     from edgekit.transport.ssh import SSHTransport
 
     devices = resolve_devices(list(specs))
-    if not targets:
-        named = {d.target for d in devices}
-        if len(named) != 1 or None in named:
-            raise click.UsageError("give --target: the devices do not name one common target in devices.toml")
-        targets = (named.pop(),)
-    return [SSHTransport(d, keep_remote=keep_remote) for d in devices], targets
+    return [SSHTransport(d, keep_remote=keep_remote) for d in devices], devices
+
+
+def _target_for(targets: tuple[str, ...], devices: list) -> tuple[str, ...]:
+    """--target as given, or the one target the devices name in devices.toml."""
+    if targets:
+        return targets
+    named = {d.target for d in devices}
+    if not devices:
+        raise click.UsageError("Missing option '-t' / '--target' (or give --device with a target in devices.toml)")
+    if len(named) != 1 or None in named:
+        raise click.UsageError("give --target: the devices do not name one common target in devices.toml")
+    return (named.pop(),)
 
 
 class PrefixedProgress:
@@ -378,7 +384,7 @@ def verify(build: Path, devices: tuple[str, ...], model: Path | None, keep_remot
     from edgekit.report import report_to_dict
     from edgekit.reverify import reverify
 
-    transports = _device_transports(devices, ("-",), keep_remote)[0] if devices else []
+    transports, _ = _device_transports(devices, keep_remote)
     report, error = reverify(build, transports, model)
     data = report_to_dict(report)
     if as_json:
