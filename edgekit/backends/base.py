@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit._lazy import version_of
 from edgekit.calibration import SampleSet
+from edgekit.errors import MissingDependency
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, StageRecord, TensorSpec
 
@@ -50,9 +52,18 @@ class Backend(ABC):
     #: ONNX ops known not to convert (op_type -> reason), reported by `edgekit inspect`
     unsupported_ops: dict[str, str] = {}
 
-    @abstractmethod
+    #: the distributions whose versions identify this backend's tools (and key the build cache)
+    tool_distributions: tuple[str, ...] = ()
+
     def check_tools(self) -> dict[str, str]:
-        """Raise MissingDependency if a tool is missing; return {tool: version}."""
+        """Raise MissingDependency naming the extra if a tool is missing; return {tool: version}."""
+        versions = {}
+        for dist in self.tool_distributions:
+            version = version_of(dist)
+            if version is None:
+                raise MissingDependency(f"the {self.name} backend needs '{dist}', which is not installed", hint=f"pip install 'edgekit[{self.extra}]'")
+            versions[dist] = version
+        return versions
 
     @abstractmethod
     def convert(self, ctx: ConvertContext) -> Artifact:

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
-from edgekit._lazy import require, version_of
+from edgekit._lazy import require
 from edgekit.backends import _coreml_torch as torch_leg
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.calibration import SampleSet, random_samples
-from edgekit.errors import BackendUnavailable, MissingDependency, ProfileError, StageError, tail
+from edgekit.errors import BackendUnavailable, ProfileError, StageError, tail
 from edgekit.fsutil import sha256_file, size_of
 from edgekit.profiles import TargetProfile
 from edgekit.reference import run_reference
@@ -207,14 +207,7 @@ class CoreMLBackend(Backend):
     extra = "coreml"
     runtime = "coreml"
 
-    def check_tools(self) -> dict[str, str]:
-        versions = {}
-        for dist in ("coremltools", "onnx2torch", "torch"):
-            version = version_of(dist)
-            if version is None:
-                raise MissingDependency(f"the Core ML backend needs '{dist}', which is not installed", hint="pip install 'edgekit[coreml]'")
-            versions[dist] = version
-        return versions
+    tool_distributions = ("coremltools", "onnx2torch", "torch")
 
     def needs_calibration(self, profile: TargetProfile, precision: str) -> bool:
         """int8 weights need none; only int8 activations are calibrated."""

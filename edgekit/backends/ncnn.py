@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from edgekit._lazy import version_of
 from edgekit.backends._ncnn_format import read_param
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.errors import MissingDependency, OptionsError, StageError, tail
@@ -108,13 +107,10 @@ class NcnnBackend(Backend):
     runtime = "ncnn"
     unsupported_ops = UNSUPPORTED_OPS
 
+    tool_distributions = ("pnnx", "ncnn")
+
     def check_tools(self) -> dict[str, str]:
-        versions = {}
-        for dist in ("pnnx", "ncnn"):
-            version = version_of(dist)
-            if version is None:
-                raise MissingDependency(f"the ncnn backend needs '{dist}', which is not installed", hint="pip install 'edgekit[ncnn]'")
-            versions[dist] = version
+        versions = super().check_tools()
         if pnnx_executable() is None:
             raise MissingDependency("the pnnx package is installed but its pnnx executable was not found", hint="pip install --force-reinstall pnnx")
         return versions

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit._lazy import version_of
 from edgekit.backends.base import Backend, ConvertContext
-from edgekit.errors import MissingDependency, StageError, ToolError, tail
+from edgekit.errors import StageError, ToolError, tail
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
@@ -70,14 +69,7 @@ class TFLiteBackend(Backend):
         "TfIdfVectorizer": "not converted by onnx2tf",
     }
 
-    def check_tools(self) -> dict[str, str]:
-        versions = {}
-        for dist in ("onnx2tf", "tensorflow", "ai-edge-litert"):
-            version = version_of(dist)
-            if version is None:
-                raise MissingDependency(f"the TFLite backend needs '{dist}', which is not installed", hint="pip install 'edgekit[tflite]'")
-            versions[dist] = version
-        return versions
+    tool_distributions = ("onnx2tf", "tensorflow", "ai-edge-litert")
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": int(profile.backend_options.get("num_threads", 4))}
