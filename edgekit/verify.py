@@ -19,7 +19,6 @@ from edgekit.types import Artifact, IOBinding, LatencyStats, VerificationResult
 RUNNER_SCRIPT = Path(__file__).resolve().parent / "runner" / "device_runner.py"
 RUNNER_NAME = "edgekit_runner.py"
 EXIT_RUNTIME_MISSING = 3
-EXIT_LOCK_TIMEOUT = 6
 
 
 def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
@@ -91,17 +90,13 @@ def verify_artifact(
                 transport.upload(extra, extra.name)
             transport.upload(scratch / "io.json", "io.json")
             transport.upload(scratch / "inputs.npz", "inputs.npz")
-            lock = ["--lock", transport.lock_path, "--lock-timeout", str(transport.lock_timeout)] if transport.lock_path else []
             result = transport.run_python(
                 RUNNER_NAME,
                 ["run", "--artifact", artifact.path.name, "--io", "io.json", "--inputs", "inputs.npz",
-                 "--outputs", "outputs.npz", "--timings", "timings.json", "--timeout", str(transport.run_timeout), *lock],
-                timeout=transport.run_timeout + transport.lock_timeout + 30,
+                 "--outputs", "outputs.npz", "--timings", "timings.json"],
+                timeout=transport.run_timeout,
             )
-            if result.exit_code == EXIT_LOCK_TIMEOUT:
-                _, message = _runner_error(result.stderr)
-                raise DeviceError(message, hint="another verification is using this device; retry later or raise lock_timeout")
-            if result.signal == "ALRM" or result.exit_code == -14:
+            if result.signal == "ALRM":
                 place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
                 raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
@@ -143,7 +138,7 @@ def verify_artifact(
     if timings.get("runtime_version"):
         runtime_label = f"{runtime_label} {timings['runtime_version']}"
     environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version",
-                                                "lock_waited_s", "started_at", "finished_at")}
+                                                "started_at", "finished_at")}
     environment.update(timings.get("environment_extra") or {})  # e.g. TensorRT: GPU, memory, timer used
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
                               latency_ms=latency, environment=environment, **base)

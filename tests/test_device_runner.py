@@ -33,3 +33,14 @@ def test_unknown_runtime_and_usage(tmp_path):
                              "--inputs", "i.npz", "--outputs", "o.npz", "--timings", "t.json"], capture_output=True, text=True)
     assert result.returncode == 3 and "EDGEKIT_RUNNER_ERROR" in result.stderr and "quantum" in result.stderr
     assert subprocess.run([sys.executable, str(RUNNER_SCRIPT)], capture_output=True).returncode == 2
+
+
+def test_guard_is_python38_and_kills_what_it_started(tmp_path):
+    from edgekit.transport.base import GUARD, CommandResult, guarded, interpret_guard
+
+    ast.parse(GUARD, feature_version=(3, 8))
+    script = tmp_path / "spawn.py"
+    script.write_text("import subprocess, time\nsubprocess.Popen(['sleep', '987'])\ntime.sleep(60)\n")
+    result = subprocess.run(guarded(sys.executable, str(tmp_path / "lock"), 5, 1, str(script), []), capture_output=True, text=True, timeout=60)
+    assert interpret_guard(CommandResult(result.returncode, result.stdout, result.stderr), "here").signal == "ALRM"
+    assert subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True).stdout == b""

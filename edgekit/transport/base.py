@@ -8,13 +8,79 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgekit.errors import DeviceError
+
+# Runs on the host or the device as `python -c GUARD LOCK LOCK_TIMEOUT TIMEOUT argv...` (Python 3.8+):
+# takes the machine's lock (flock: the OS drops it when this process ends, so it never goes stale),
+# so two runs never measure each other; then runs argv in its own process group and kills the
+# whole group after TIMEOUT seconds, or when argv ends (children left behind would hold the SSH
+# channel open). It keeps working if the SSH connection is gone.
+GUARD = r"""
+import os, signal, subprocess, sys, time
+lock_path, lock_timeout, timeout, argv = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+held = None
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
+if lock_path and fcntl is not None:
+    folder = os.path.dirname(lock_path)
+    if folder and not os.path.isdir(folder):
+        os.makedirs(folder)
+    held = open(lock_path, 'a')
+    deadline = time.time() + lock_timeout
+    while True:
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.time() >= deadline:
+                sys.stderr.write('EDGEKIT_LOCK_TIMEOUT another edgekit run held the lock %s for more than %.0f s\n' % (lock_path, lock_timeout))
+                sys.exit(125)
+            time.sleep(0.2)
+child = subprocess.Popen(argv, start_new_session=True)
+def kill_group():
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+try:
+    code = child.wait(timeout=timeout)
+except subprocess.TimeoutExpired:
+    kill_group()
+    child.wait()
+    sys.stderr.write('EDGEKIT_TIMEOUT\n')
+    sys.exit(124)
+except BaseException:
+    kill_group()
+    raise
+kill_group()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+GUARD_TIMEOUT_EXIT, GUARD_LOCK_EXIT = 124, 125
+
 
 @dataclass
 class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
-    signal: str | None = None  # e.g. "ALRM" when a timeout alarm ended the process
+    signal: str | None = None  # "ALRM" when the run hit its timeout and was killed
+
+
+def guarded(python: str, lock_path: str | None, lock_timeout: float, timeout: float, script: str, args: list[str]) -> list[str]:
+    """The argv that runs ``python script args`` under GUARD."""
+    return [python, "-c", GUARD, lock_path or "", str(lock_timeout), str(timeout), python, script, *args]
+
+
+def interpret_guard(result: CommandResult, place: str) -> CommandResult:
+    """Turn GUARD's lock-timeout exit into a DeviceError and its timeout exit into signal 'ALRM'."""
+    if result.exit_code == GUARD_LOCK_EXIT and "EDGEKIT_LOCK_TIMEOUT" in result.stderr:
+        message = result.stderr.split("EDGEKIT_LOCK_TIMEOUT", 1)[1].strip().splitlines()[0]
+        raise DeviceError(f"{place}: {message}", hint="another verification is using this machine; retry later or raise lock_timeout")
+    if result.exit_code == GUARD_TIMEOUT_EXIT and "EDGEKIT_TIMEOUT" in result.stderr:
+        result.signal = "ALRM"
+    return result
 
 
 class Transport(ABC):
@@ -52,7 +118,8 @@ class Transport(ABC):
 
     @abstractmethod
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
-        """Run ``python script args...`` inside the work directory; kill it after ``timeout`` s."""
+        """Run ``python script args...`` in the work directory under the machine's lock; kill it and
+        everything it started after ``timeout`` s (the result's signal is then "ALRM")."""
 
     def describe(self) -> dict[str, object]:
         return {"where": self.where, "device": self.device_name, "python": self.python}

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit.errors import DeviceError
-from edgekit.transport.base import CommandResult, Transport
+from edgekit.transport.base import CommandResult, Transport, guarded, interpret_guard
 
 
 class LocalTransport(Transport):
@@ -50,22 +50,20 @@ class LocalTransport(Transport):
         shutil.copyfile(source, local)
 
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
+        argv = guarded(self.python, self.lock_path, self.lock_timeout, timeout, script, args)
         process = subprocess.Popen(
-            [self.python, script, *args],
+            argv,
             cwd=self._dir(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,  # so a timeout kills the whole process group
+            start_new_session=True,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            stdout, stderr = process.communicate(timeout=timeout + self.lock_timeout + 30)
+        except subprocess.TimeoutExpired:  # the guard itself is stuck: end everything
             os.killpg(process.pid, signal.SIGKILL)
             stdout, stderr = process.communicate()
-            raise DeviceError(f"the runner on this host did not finish within {timeout:.0f} s and was killed", hint="raise the run timeout, or check the model for a hang") from None
-        if process.returncode == -signal.SIGALRM:
-            raise DeviceError("the runner on this host did not finish within its run timeout and was killed",
-                              hint="raise the run timeout, or check the model for a hang")
-        return CommandResult(process.returncode, stdout, stderr, signal=signal.Signals(-process.returncode).name[3:] if process.returncode < 0 else None)
+            return CommandResult(-9, stdout, stderr, signal="ALRM")
+        return interpret_guard(CommandResult(process.returncode, stdout, stderr), "this host")

@@ -22,12 +22,9 @@ from edgekit._lazy import require
 from edgekit.devices import Device
 from edgekit.errors import DeviceError
 from edgekit.fsutil import sha256_tree, size_of
-from edgekit.transport.base import CommandResult, Transport
+from edgekit.transport.base import CommandResult, Transport, guarded, interpret_guard
 
 MIN_PYTHON = (3, 8)
-# Runs `argv[2:]` with an alarm of argv[1] seconds; the default SIGALRM action ends the process
-# even inside native code, and a pending alarm survives exec.
-ALARM_WRAPPER = "import os,signal,sys; signal.alarm(int(sys.argv[1])); os.execvp(sys.argv[2], sys.argv[2:])"
 # The same tree hash as edgekit.fsutil.sha256_tree, for files and folders (.mlpackage).
 REMOTE_HASH = r"""
 import hashlib, os, sys
@@ -215,13 +212,14 @@ class SSHTransport(Transport):
             raise problem
 
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
-        """Run the script in the run folder; an alarm kills it on the device after ``timeout`` seconds."""
+        """Run the script in the run folder under the device lock; it and its children are killed on the
+        device after ``timeout`` seconds."""
         if self.remote_dir is None:
             raise RuntimeError("SSHTransport used outside 'with'")
         seconds = max(1, int(timeout))
-        command = f"cd {shlex.quote(self.remote_dir)} && exec " + quote([self.python, "-c", ALARM_WRAPPER, str(seconds), self.python, script, *args])
-        # A run ended by an alarm comes back with signal "ALRM"; the caller knows which timeout it set.
-        return self._shell(command, timeout=seconds + 30)
+        argv = guarded(self.python, self.lock_path, self.lock_timeout, seconds, script, args)
+        result = self._shell(f"cd {shlex.quote(self.remote_dir)} && exec {quote(argv)}", timeout=seconds + self.lock_timeout + 30)
+        return interpret_guard(result, f"device '{self.device.name}'")
 
     # --- files ------------------------------------------------------------------------------
 

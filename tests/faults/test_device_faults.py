@@ -230,7 +230,7 @@ def test_lock_held_too_long_is_a_clear_error(built_superres, sshd, tmp_path, mon
     sshd.work_dir.mkdir(parents=True, exist_ok=True)
     with open(sshd.work_dir / ".edgekit.lock", "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # another run holds the device
-        with pytest.raises(DeviceError, match="held the device lock"):
+        with pytest.raises(DeviceError, match="another edgekit run held the lock .*edgekit.lock"):
             verify_on(built_superres, SSHTransport(device))
 
 
@@ -288,3 +288,24 @@ def test_disk_full_on_device(built_superres, sshd, tmp_path, monkeypatch, full_d
     result = cli("verify", str(built_superres), "--device", name)
     assert result.returncode == 6
     assert "disk" in result.stderr and ("not enough free disk" in result.stderr or "cannot create a work folder" in result.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("behaviour", ["leaves-a-child", "child-hangs"])
+def test_processes_started_by_the_run_are_killed(built_superres, sshd, tmp_path, monkeypatch, behaviour):
+    """A runtime that leaves a child behind, or hangs in one, must not keep the device busy or the channel open."""
+    marker = f"edgekit-test-{behaviour}-{sshd.port}"
+    body = {"leaves-a-child": f"(exec -a {marker} sleep 1000) &\nexec '{sys.executable}' \"$@\"",
+            "child-hangs": f"exec -a {marker} sleep 1000"}[behaviour]
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f"#!/bin/bash\ncase \"$1\" in -c) exec '{sys.executable}' \"$@\";; esac\n{body}\n")
+    wrapper.chmod(0o755)
+    name = device_with(sshd, tmp_path, monkeypatch, python=str(wrapper), run_timeout=4)
+    (device,) = resolve_devices([name])
+    if behaviour == "leaves-a-child":
+        assert verify_on(built_superres, SSHTransport(device)).status == "passed"
+    else:
+        with pytest.raises(DeviceError, match="did not finish within 4 s"):
+            verify_on(built_superres, SSHTransport(device))
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.strip() == ""
