@@ -137,3 +137,15 @@ def test_tensorrt_remote_build_reaches_the_device(cnn, device_book, sshd, tmp_pa
     assert "cannot build the TensorRT engine on" in result.stderr and "localhost-ssh" in result.stderr
     assert "JetPack" in result.stderr
     assert leftovers(sshd) == []
+
+
+@pytest.mark.slow
+def test_coreml_package_folder_travels_to_the_device(superres, device_book, sshd, tmp_path):
+    """A .mlpackage is a folder: it is uploaded whole, checked by tree hash on the device, and run by the
+    runner there. This 'device' is Linux, so Core ML says why it cannot predict: skipped, never passed."""
+    result = cli("build", str(superres), "--target", "ios", "--precision", "fp16", "--device", "localhost-ssh", "-o", str(tmp_path / "o"), "--json")
+    assert result.returncode == 0, result.stderr
+    verification = json.loads(result.stdout)["verification"]
+    assert verification["status"] == "skipped" and verification["where"] == "device" and verification["device"] == "localhost-ssh"
+    assert "needs macOS" in verification["reason"]
+    assert leftovers(sshd) == []
