@@ -140,10 +140,11 @@ def build(
     tool_versions = backend.check_tools()
     model = Path(model)
 
-    # --no-cache skips the lookup but still refreshes the entry with the new build.
+    # --no-cache skips the lookup but still refreshes the entry with the new build. Builds verified on
+    # devices never come from the cache: a device run is a measurement of the device as it is now.
     transports = list(transports or ([transport] if transport is not None else []))
     key = _cache_key(model, profile, chosen, options, tool_versions, transports)
-    if key is not None and options.use_cache and (entry := cache.lookup(key)) is not None:
+    if key is not None and options.use_cache and not transports and (entry := cache.lookup(key)) is not None:
         return _restore(entry, options.out_dir, run)
 
     work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()

@@ -149,3 +149,11 @@ def test_coreml_package_folder_travels_to_the_device(superres, device_book, sshd
     assert verification["status"] == "skipped" and verification["where"] == "device" and verification["device"] == "localhost-ssh"
     assert "needs macOS" in verification["reason"]
     assert leftovers(sshd) == []
+
+
+@pytest.mark.slow
+def test_device_builds_are_never_served_from_the_cache(superres, device_book, tmp_path):
+    first = cli("build", str(superres), "--target", "arm", "--precision", "fp16", "--device", "localhost-ssh", "-o", str(tmp_path / "a"), "--json")
+    second = cli("build", str(superres), "--target", "arm", "--precision", "fp16", "--device", "localhost-ssh", "-o", str(tmp_path / "b"), "--json")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["cache"]["hit"] is False  # measured again on the device
