@@ -129,8 +129,9 @@ def verify_artifact(
             got = from_artifact_layout(produced[key], binding, expected.shape)
             per_sample.append(compare(binding.onnx_name, expected, got, tolerance))
         outputs.append(merge(per_sample, tolerance))
-    status = "passed" if all(o.passed for o in outputs) else "failed"
-    reason = None if status == "passed" else "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
+    status = "passed" if outputs and all(o.passed for o in outputs) else "failed"  # nothing compared is never a pass
+    reason = None if status == "passed" else ("; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
+                                              or "no outputs were compared")
     latency = LatencyStats(p50=timings["p50"], p90=timings["p90"], p99=timings["p99"], mean=timings["mean"],
                            runs=timings["runs"], warmup=timings["warmup"],
                            times_ms=[round(t, 4) for t in timings.get("times_ms", [])]) if timings.get("runs") else None
