@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,8 @@ from edgekit.types import PRECISIONS
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # A source checkout keeps profiles in the repo's top-level targets/; a wheel carries them in the package.
 BUILTIN_TARGETS_DIR = next(
-    (d for d in (_PACKAGE_DIR.parent / "targets", _PACKAGE_DIR / "targets") if d.is_dir()),
-    _PACKAGE_DIR / "targets",
+    (d for d in (_PACKAGE_DIR.parent / "targets", Path(sys.prefix) / "share" / "edgekit" / "targets") if d.is_dir()),
+    _PACKAGE_DIR.parent / "targets",
 )
 LAYOUTS = ("NCHW", "NHWC")
 
