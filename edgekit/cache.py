@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._lazy import version_of
-from edgekit.fsutil import atomic_copy, sha256_file
+from edgekit.fsutil import atomic_copy, sha256_tree, size_of
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 ENTRY_FILE = "entry.json"
@@ -44,15 +44,6 @@ def cache_dir() -> Path:
 
 def max_bytes() -> int:
     return int(os.environ.get("EDGEKIT_CACHE_MAX_BYTES", DEFAULT_MAX_BYTES))
-
-
-def _hash_path(path: Path, digest: Any) -> None:
-    """Hash a file, or a folder of files (calibration folders) by relative name and content."""
-    if path.is_file():
-        digest.update(sha256_file(path).encode())
-        return
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(item.relative_to(path).as_posix().encode() + b"\0" + sha256_file(item).encode())
 
 
 def _external_data_files(model: Path) -> list[Path]:
@@ -77,13 +68,13 @@ def build_key(model: Path, calib: Path | None, profile: dict[str, Any], options:
 
     digest = hashlib.sha256()
     digest.update(f"edgekit-build-v{CACHE_FORMAT}\0{__version__}".encode())
-    _hash_path(model, digest)
+    digest.update(sha256_tree(model).encode())
     for extra in _external_data_files(model):
         digest.update(extra.name.encode())
-        _hash_path(extra, digest)
+        digest.update(sha256_tree(extra).encode())
     if calib is not None:
         digest.update(b"calib\0")
-        _hash_path(calib, digest)
+        digest.update(sha256_tree(calib).encode())  # a file, or a folder by relative name + content
     profile = {k: v for k, v in profile.items() if k != "source"}
     versions = {**{t: version_of(t) for t in PIPELINE_TOOLS}, **tool_versions}
     payload = {"profile": profile, "options": options, "tools": versions, "verify_on": verification_place}
@@ -152,7 +143,7 @@ def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any]
                 shutil.copytree(file, target)
             else:
                 shutil.copyfile(file, target)
-            total += sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir() else target.stat().st_size
+            total += size_of(target)
         (staging / "edgekit-report.json").write_text(report_json)
         (staging / ENTRY_FILE).write_text(json.dumps({"key": key, "bytes": total, "created": time.time(), "summary": summary}))
         for item in staging.rglob("*"):

@@ -204,8 +204,3 @@ def load_samples(path: Path, inputs: list[TensorSpec], pre: Preprocessing, max_s
     if counts.pop() < batch:
         raise CalibrationError(f"{path}: fewer samples than the model's batch size {batch}")
     return SampleSet(arrays, f"calibration:{path}", batch)
-
-
-def write_npz(samples: dict[str, np.ndarray], path: Path) -> Path:
-    np.savez(path, **samples)
-    return path

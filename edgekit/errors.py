@@ -75,8 +75,21 @@ class BackendUnavailable(InputError):
     """The target's backend is not implemented or cannot run on this host."""
 
 
-EXIT_OK = 0
 EXIT_INTERRUPTED = 130
+
+
+def script_error(stderr: str, marker: str) -> tuple[str, str]:
+    """(kind, message) from the last ``MARKER {json}`` line a helper script wrote to stderr, else ("crash", stderr tail)."""
+    import json
+
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(marker + " "):
+            try:
+                data = json.loads(line.split(" ", 1)[1])
+            except ValueError:
+                break
+            return data.get("kind", "error"), data.get("message", "")
+    return "crash", tail(stderr, 12)
 
 
 def tail(text: str, lines: int = 15) -> str:

@@ -84,13 +84,3 @@ def merge(per_sample: list[OutputMetrics], tolerance: Tolerance) -> OutputMetric
         error_histogram=[int(c) for c in np.sum([m.error_histogram for m in per_sample if m.error_histogram], axis=0)]
         if any(m.error_histogram for m in per_sample) else [],
     )
-
-
-def percentiles(times_ms: list[float]) -> dict[str, float]:
-    data = np.asarray(times_ms, dtype=np.float64)
-    return {
-        "p50": float(np.percentile(data, 50)),
-        "p90": float(np.percentile(data, 90)),
-        "p99": float(np.percentile(data, 99)),
-        "mean": float(data.mean()),
-    }

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Precision = Literal["fp32", "fp16", "int8", "dynamic"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic")
 VerificationStatus = Literal["passed", "failed", "skipped"]
 

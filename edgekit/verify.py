@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.calibration import SampleSet
-from edgekit.errors import DeviceError
+from edgekit.errors import DeviceError, script_error
 from edgekit.metrics import compare, merge
 from edgekit.profiles import Tolerance
 from edgekit.transport.base import Transport
@@ -39,14 +39,6 @@ def from_artifact_layout(array: np.ndarray, binding: IOBinding, reference_shape:
         if tuple(d for d in array.shape if d != 1) == tuple(d for d in reference_shape if d != 1):
             array = array.reshape(reference_shape)
     return array
-
-
-def _runner_error(stderr: str) -> tuple[str, str]:
-    for line in reversed(stderr.splitlines()):
-        if line.startswith("EDGEKIT_RUNNER_ERROR "):
-            data = json.loads(line.split(" ", 1)[1])
-            return data.get("kind", "error"), data.get("message", "")
-    return "crash", "\n".join(stderr.strip().splitlines()[-12:])
 
 
 def verify_artifact(
@@ -101,11 +93,11 @@ def verify_artifact(
                 raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
             if result.exit_code == EXIT_RUNTIME_MISSING:
-                _, message = _runner_error(result.stderr)
+                _, message = script_error(result.stderr, "EDGEKIT_RUNNER_ERROR")
                 return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)
             if result.exit_code != 0:
                 # The artifact would not load or run: a verdict on the artifact, not a transport fault.
-                kind, message = _runner_error(result.stderr)
+                kind, message = script_error(result.stderr, "EDGEKIT_RUNNER_ERROR")
                 place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
                 return VerificationResult(status="failed", reason=f"the runtime failed {place} ({kind}, exit {result.exit_code}): {message}",
                                           runtime=artifact.runtime, **base)

@@ -26,7 +26,7 @@ from typing import Any
 from edgekit._lazy import version_of
 from edgekit.backends import _trt_builder as builder_script
 from edgekit.backends.base import Backend, ConvertContext
-from edgekit.errors import BackendUnavailable, DeviceError, OptionsError, ProfileError, StageError, VerificationFailed, tail
+from edgekit.errors import BackendUnavailable, DeviceError, OptionsError, ProfileError, StageError, VerificationFailed, script_error
 from edgekit.fsutil import atomic_copy
 from edgekit.profiles import TargetProfile
 from edgekit.transport.base import Transport
@@ -218,17 +218,6 @@ def trtexec_command(onnx_name: str, engine_name: str, precision: str, options: T
     return shlex.join(argv)
 
 
-def _builder_error(stderr: str) -> tuple[str, str]:
-    for line in reversed(stderr.splitlines()):
-        if line.startswith("EDGEKIT_BUILDER_ERROR "):
-            try:
-                data = json.loads(line.split(" ", 1)[1])
-                return data.get("kind", "error"), data.get("message", "")
-            except ValueError:
-                break
-    return "crash", tail(stderr, 12)
-
-
 def build_engine(transport: Transport, onnx_path: Path, precision: str, options: TrtOptions, shapes: list[str],
                  work_dir: Path, engine_name: str, timing_dir: str | None) -> tuple[Path, dict[str, Any]]:
     """Upload the builder and the model through ``transport``, build there, bring the engine and its metadata back."""
@@ -246,7 +235,7 @@ def build_engine(transport: Transport, onnx_path: Path, precision: str, options:
             raise DeviceError(f"the TensorRT engine build on {place} did not finish within {options.build_timeout_s:.0f} s and was killed",
                               hint="raise backend_options.build_timeout_s in the target profile")
         if result.exit_code != 0:
-            kind, message = _builder_error(result.stderr)
+            kind, message = script_error(result.stderr, "EDGEKIT_BUILDER_ERROR")
             if result.exit_code == builder_script.EXIT_TRT_MISSING:
                 hint = ("on a Jetson, install JetPack's TensorRT (sudo apt install nvidia-tensorrt python3-libnvinfer); "
                         "check with: edgekit doctor" if transport.where == "device" else "pip install 'edgekit[tensorrt]' on a host with an NVIDIA GPU")

@@ -120,6 +120,3 @@ class Transport(ABC):
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
         """Run ``python script args...`` in the work directory under the machine's lock; kill it and
         everything it started after ``timeout`` s (the result's signal is then "ALRM")."""
-
-    def describe(self) -> dict[str, object]:
-        return {"where": self.where, "device": self.device_name, "python": self.python}

@@ -300,8 +300,6 @@ class SSHTransport(Transport):
         except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
             raise DeviceError(f"device '{self.device.name}': downloading {name} failed: {exc}") from None
 
-    def describe(self) -> dict[str, object]:
-        return {**super().describe(), "host": self.device.host, "port": self.device.port, "user": self.device.user}
 
 
 def python_problem(device: str, python: str, result: CommandResult) -> DeviceError | None:
