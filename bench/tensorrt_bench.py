@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import edgekit  # noqa: E402
-from edgekit.backends import _trt_builder  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.modelio import load_model  # noqa: E402
+from edgekit.remote import cuda  # noqa: E402
 from edgekit.samples import SAMPLES, write_sample  # noqa: E402
 from edgekit.types import BuildOptions  # noqa: E402
 
@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("EDGEKIT_TRT_TIMING_DIR", tempfile.mkdtemp(prefix="edgekit-trt-timing-"))  # cold first build
-    devices = _trt_builder.cuda_devices()
+    devices = cuda.cuda_devices()
     rows = []
     with tempfile.TemporaryDirectory() as scratch_text:
         scratch = Path(scratch_text)

@@ -78,9 +78,11 @@ class BackendUnavailable(InputError):
 EXIT_INTERRUPTED = 130
 
 
-def script_error(stderr: str, marker: str) -> tuple[str, str]:
-    """(kind, message) from the last ``MARKER {json}`` line a helper script wrote to stderr, else ("crash", stderr tail)."""
+def script_error(stderr: str) -> tuple[str, str]:
+    """(kind, message) from the last error line a remote script wrote to stderr, else ("crash", stderr tail)."""
     import json
+
+    from edgekit.remote.protocol import ERROR_MARKER as marker
 
     for line in reversed(stderr.splitlines()):
         if line.startswith(marker + " "):

@@ -20,6 +20,8 @@ from edgekit.errors import ModelError, OptionsError
 from edgekit.fsutil import sha256_file
 from edgekit.types import TensorSpec
 
+ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
 # Refuse models whose declared tensors would need more than this, before allocating anything.
 # 2 GiB is also protobuf's limit for one in-memory model, which onnx.checker and the converters need.
 MAX_DECLARED_BYTES = int(os.environ.get("EDGEKIT_MAX_MODEL_BYTES", 2 * 1024**3))
@@ -292,6 +294,29 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     if not name or any(d <= 0 for d in dims):
         raise OptionsError(f"--input-shape {text!r}: needs an input name and positive dimensions")
     return name, dims
+
+
+def parse_input_shapes(values: tuple[str, ...] | list[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, ShapeRange]]:
+    """--input-shape values -> (fixed shapes, ranges). ``NAME=MIN:OPT:MAX`` gives a range and fixes NAME to OPT
+    for everything that needs one shape (reference run, verification); other forms go to ``parse_shape``."""
+    from edgekit.remote.trt_builder import parse_shape_spec
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    ranges: dict[str, ShapeRange] = {}
+    for text in values:
+        name, _, spec = text.rpartition("=")
+        if name and spec.count(":") >= 1:
+            try:
+                parsed = parse_shape_spec(text)
+            except ValueError as exc:
+                raise OptionsError(f"--input-shape {text!r}: {exc}", hint="a range is NAME=MIN:OPT:MAX, e.g. images=1x3x224x224:4x3x224x224:8x3x224x224") from None
+            low, opt, high = (tuple(d) for d in parsed[1:])
+            shapes[name] = opt
+            ranges[name] = (low, opt, high)
+        else:
+            key, dims = parse_shape(text)
+            shapes[key] = dims
+    return shapes, ranges
 
 
 def apply_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]], require_static: bool) -> LoadedModel:

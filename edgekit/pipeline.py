@@ -19,7 +19,7 @@ from typing import Protocol
 
 from edgekit import __version__, cache
 from edgekit._lazy import version_of
-from edgekit.backends import Backend, ConvertContext, get_backend
+from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
 from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
@@ -87,10 +87,9 @@ def resolve_precision(profile: TargetProfile, precision: str | None) -> str:
     return chosen
 
 
-def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile, from_default: bool, backend: Backend | None = None) -> None:
+def _require_calibration(precision: str, calib: Path | None, profile: TargetProfile, from_default: bool, backend: Backend) -> None:
     # A backend may quantize int8 without calibration (Core ML int8 weights): it says so with needs_calibration().
-    needed = backend.needs_calibration(profile, precision) if hasattr(backend, "needs_calibration") else precision == "int8"
-    if needed and calib is None:
+    if backend.needs_calibration(profile, precision) and calib is None:
         default = f" (int8 is target '{profile.name}''s default precision)" if from_default else ""
         raise CalibrationError(
             f"int8 quantization needs calibration data{default}, and edgekit never calibrates on random data",
@@ -134,7 +133,7 @@ def build(
     chosen = resolve_precision(profile, asked)
     backend = get_backend(profile.backend, profile)
     _require_calibration(chosen, options.calib, profile, from_default=asked is None, backend=backend)
-    if options.input_shape_ranges and not getattr(backend, "supports_shape_ranges", False):
+    if options.input_shape_ranges and not backend.supports_shape_ranges:
         raise OptionsError(f"target '{profile.name}' ({backend.name}) builds for one input shape; MIN:OPT:MAX ranges are for TensorRT targets",
                            hint="give --input-shape NAME=DIMS")
     tool_versions = backend.check_tools()
@@ -238,10 +237,12 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
 
     stem = model_path.stem
     prepared = save_model(simplified, work_dir / f"{stem}.onnx")
+    build_host = BuildHost(transport=transports[0] if transports else None, shape_ranges=dict(options.input_shape_ranges),
+                           out_dir=options.out_dir)
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
-                         artifact_stem=f"{stem}_{precision}", log=run.progress.message, transport=transports[0] if transports else None,
-                         source_path=model_path, shape_ranges=dict(options.input_shape_ranges), out_dir=options.out_dir)
+                         artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
+                         build_host=build_host, log=run.progress.message)
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     for record in ctx.stages:

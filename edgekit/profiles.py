@@ -95,6 +95,14 @@ class TargetProfile:
     def tolerance_for(self, precision: str) -> Tolerance:
         return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])
 
+    @property
+    def options(self) -> Any:
+        """The backend's typed options parsed from ``backend_options`` (None when the backend is not registered)."""
+        from edgekit.backends import backend_class
+
+        cls = backend_class(self.backend)
+        return cls.Options.from_profile(self) if cls is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -225,7 +233,7 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
 
     latency = v.get(data, "latency", dict, "", default={})
     v.check_keys(latency, {"warmup", "runs"}, "latency.")
-    return TargetProfile(
+    profile = TargetProfile(
         name=name,
         description=v.get(data, "description", str, "", default=""),
         backend=v.get(data, "backend", str, ""),
@@ -242,6 +250,8 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
         hardware=dict(v.get(data, "hardware", dict, "", default={})),
         source=source,
     )
+    profile.options  # noqa: B018  (parses and checks backend_options now, naming the file and key)
+    return profile
 
 
 def load_profile_file(path: Path) -> TargetProfile:

@@ -13,12 +13,10 @@ from edgekit.calibration import SampleSet
 from edgekit.errors import DeviceError, script_error
 from edgekit.metrics import compare, merge
 from edgekit.profiles import Tolerance
+from edgekit.remote.bundle import BUNDLE_NAME, write_bundle
+from edgekit.remote.protocol import EXIT_MISSING
 from edgekit.transport.base import Transport
 from edgekit.types import Artifact, IOBinding, LatencyStats, VerificationResult
-
-RUNNER_SCRIPT = Path(__file__).resolve().parent / "runner" / "device_runner.py"
-RUNNER_NAME = "edgekit_runner.py"
-EXIT_RUNTIME_MISSING = 3
 
 
 def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
@@ -76,14 +74,14 @@ def verify_artifact(
         np.savez(scratch / "inputs.npz", **feed)
 
         with transport:
-            transport.upload(RUNNER_SCRIPT, RUNNER_NAME)
+            transport.upload(write_bundle(scratch), BUNDLE_NAME)
             transport.upload(artifact.path, artifact.path.name)
             for extra in artifact.extra_files:
                 transport.upload(extra, extra.name)
             transport.upload(scratch / "io.json", "io.json")
             transport.upload(scratch / "inputs.npz", "inputs.npz")
             result = transport.run_python(
-                RUNNER_NAME,
+                BUNDLE_NAME,
                 ["run", "--artifact", artifact.path.name, "--io", "io.json", "--inputs", "inputs.npz",
                  "--outputs", "outputs.npz", "--timings", "timings.json"],
                 timeout=transport.run_timeout,
@@ -92,12 +90,12 @@ def verify_artifact(
                 place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
                 raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
-            if result.exit_code == EXIT_RUNTIME_MISSING:
-                _, message = script_error(result.stderr, "EDGEKIT_RUNNER_ERROR")
+            if result.exit_code == EXIT_MISSING:
+                _, message = script_error(result.stderr)
                 return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)
             if result.exit_code != 0:
                 # The artifact would not load or run: a verdict on the artifact, not a transport fault.
-                kind, message = script_error(result.stderr, "EDGEKIT_RUNNER_ERROR")
+                kind, message = script_error(result.stderr)
                 place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
                 return VerificationResult(status="failed", reason=f"the runtime failed {place} ({kind}, exit {result.exit_code}): {message}",
                                           runtime=artifact.runtime, **base)
@@ -137,7 +135,6 @@ def verify_artifact(
                               latency_ms=latency, environment=environment, **base)
 
 
-
 def verify_everywhere(
     artifact: Artifact,
     samples: SampleSet,
@@ -171,3 +168,17 @@ def verify_everywhere(
             outcomes = list(pool.map(one, transports))
     errors = [error for _, error in outcomes if error is not None]
     return [result for result, _ in outcomes], (errors[0] if errors else None)
+
+
+def probe(transport: Transport, path: str = ".", timeout: float = 300.0) -> dict:
+    """What the machine behind ``transport`` has (OS, arch, python, runtimes, free disk), from the remote probe."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as scratch, transport:
+        transport.upload(write_bundle(Path(scratch)), BUNDLE_NAME)
+        result = transport.run_python(BUNDLE_NAME, ["probe", "--path", path], timeout=timeout)
+    place = "this host" if transport.where == "host" else f"device '{transport.device_name}'"
+    if result.exit_code != 0:
+        raise DeviceError(f"{place}: the probe failed: {result.stderr.strip()[-800:]}")
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DeviceError(f"{place}: the probe printed no JSON: {result.stdout.strip()[-300:]!r}") from None

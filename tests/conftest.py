@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,13 @@ def superres(sample_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def transformer(sample_dir: Path) -> Path:
     return sample_dir / "transformer_block.onnx"
+
+
+def remote_command(folder: Path) -> list[str]:
+    """The command that runs edgekit's remote zipapp (written into ``folder``) on this host, as a device would."""
+    from edgekit.remote.bundle import write_bundle
+
+    return [sys.executable, str(write_bundle(folder))]
 
 
 def calibration_for(model: Path, folder: Path, count: int = 16, seed: int = 7) -> Path:

@@ -22,14 +22,13 @@ from edgekit.cli import cli as cli_main
 from edgekit.errors import BackendUnavailable, CalibrationError, ProfileError, StageError
 from edgekit.pipeline import build
 from edgekit.profiles import Preprocessing, resolve_target
-from tests.conftest import calibration_for
+from tests.conftest import calibration_for, remote_command
 
 pytest.importorskip("coremltools")
 pytest.importorskip("onnx2torch")
 
 ON_MACOS = sys.platform == "darwin"
 needs_macos = pytest.mark.skipif(not ON_MACOS, reason="Core ML prediction needs macOS (coremltools.libcoremlpython exists only there)")
-RUNNER = Path(__file__).resolve().parents[1] / "edgekit" / "runner" / "device_runner.py"
 
 EXPECTED_IO = {
     "tiny_cnn": (("image", [1, 3, 64, 64]), ("logits", [1, 10])),
@@ -70,8 +69,8 @@ def test_registered_and_profiles():
 
 
 @pytest.mark.parametrize(("options", "hardware", "message"), [
-    ({"int8_weights": "kmeans"}, {}, "backend_options.int8_weights': must be 'linear' or 'palettize'"),
-    ({"palettize_bits": 5}, {}, "backend_options.palettize_bits': must be 4, 6 or 8"),
+    ({"int8_weights": "kmeans"}, {}, "backend_options.int8_weights': must be one of linear, palettize"),
+    ({"palettize_bits": 5}, {}, "backend_options.palettize_bits': must be one of 4, 6, 8"),
     ({"image_inputs": True}, {}, "unknown Core ML option"),
     ({}, {"minimum_deployment_target": "iOS14"}, "ML Program packages need iOS15 or newer"),
     ({}, {"compute_units": "NE"}, "must be one of ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE"),
@@ -194,7 +193,7 @@ def test_unsupported_ops_fail_naming_op_and_node(tmp_path, ios):
 
 
 def test_onnx2torch_not_implemented_is_mapped(tmp_path):
-    from edgekit.backends._coreml_torch import to_torch
+    from edgekit.backends.coreml.torch_leg import to_torch
 
     with pytest.raises(StageError, match=r"onnx2torch cannot convert ONNX op Trilu \(nodes: upper_triangle\)"):
         to_torch(onnx.load(str(unsupported_model(tmp_path / "blocked.onnx"))))
@@ -202,7 +201,7 @@ def test_onnx2torch_not_implemented_is_mapped(tmp_path):
 
 def test_intermediate_check_fails_on_differing_numbers(cnn, sample_dir):
     """A PyTorch module that differs from the ONNX model (here: other weights) fails the check with its numbers."""
-    from edgekit.backends import _coreml_torch as leg
+    from edgekit.backends.coreml import torch_leg as leg
     from edgekit.calibration import random_samples
     from edgekit.modelio import load_model
     from edgekit.reference import run_reference
@@ -231,7 +230,7 @@ def test_runner_says_coreml_needs_macos(tmp_path):
         pytest.skip("this host is macOS: the runtime exists here")
     (tmp_path / "io.json").write_text(json.dumps({"runtime": "coreml", "inputs": ["x"], "outputs": ["y"], "options": {}, "samples": 1}))
     np.savez(tmp_path / "in.npz", s0_i0=np.zeros((1, 3), np.float32))
-    result = subprocess.run([sys.executable, str(RUNNER), "run", "--artifact", "m.mlpackage", "--io", "io.json", "--inputs", "in.npz",
+    result = subprocess.run([*remote_command(tmp_path), "run", "--artifact", "m.mlpackage", "--io", "io.json", "--inputs", "in.npz",
                              "--outputs", "out.npz", "--timings", "t.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     error = json.loads(result.stderr.strip().splitlines()[-1].split(" ", 1)[1])

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from edgekit.backends._ncnn_format import TAG_FP16, TAG_INT8, NcnnFormatError, read_param, split_weights, write_param
-from edgekit.backends._ncnn_int8 import HISTOGRAM_BINS, kl_divergence, kl_threshold_bin, quantize_rows, weight_scales
+from edgekit.backends.ncnn.format import TAG_FP16, TAG_INT8, NcnnFormatError, read_param, split_weights, write_param
+from edgekit.backends.ncnn.int8 import HISTOGRAM_BINS, kl_divergence, kl_threshold_bin, quantize_rows, weight_scales
 
 
 def _ncnn_kl(normed: list[float], threshold: int, target_bin: int = 128, eps: float = 1e-4) -> float:

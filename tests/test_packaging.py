@@ -19,4 +19,4 @@ def test_wheel_carries_targets_and_runner(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {Path(n).name for n in names if "/share/edgekit/targets/" in n}
     assert shipped == {p.name for p in (ROOT / "targets").glob("*.toml")}
-    assert "edgekit/runner/device_runner.py" in names and "edgekit/backends/_trt_builder.py" in names
+    assert "edgekit/remote/runner.py" in names and "edgekit/remote/trt_builder.py" in names and "edgekit/cli/build.py" in names

@@ -15,23 +15,17 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.backends import _trt_builder as builder
 from edgekit.backends import get_backend
-from edgekit.backends.tensorrt import (
-    BUILDER_SCRIPT,
-    TrtOptions,
-    build_engine,
-    builder_args,
-    host_build_problem,
-    parse_input_shapes,
-    shape_args,
-    trtexec_command,
-)
+from edgekit.backends.tensorrt import TrtOptions
+from edgekit.backends.tensorrt.build import build_engine, builder_args, host_build_problem, shape_args, trtexec_command
 from edgekit.errors import BackendUnavailable, OptionsError, ProfileError
+from edgekit.modelio import parse_input_shapes
 from edgekit.profiles import parse_profile, resolve_target
+from edgekit.remote import rt_tensorrt, runner
+from edgekit.remote import trt_builder as builder
+from edgekit.remote.protocol import ERROR_MARKER, PROTOCOL_VERSION
 from edgekit.transport.local import LocalTransport
-from edgekit.verify import RUNNER_SCRIPT
-from tests.conftest import calibration_for
+from tests.conftest import calibration_for, remote_command
 
 HOST_PROBLEM = host_build_problem()
 needs_gpu = pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"needs an NVIDIA GPU with TensorRT: {HOST_PROBLEM}")
@@ -86,11 +80,11 @@ def test_bad_backend_options_name_file_and_key(tmp_path, options, message):
 def test_dla_options_reach_the_builder(tmp_path):
     options = TrtOptions.from_profile(_profile(tmp_path, dla_core=1, gpu_fallback=True, workspace_mib=512, builder="trtexec"))
     args = builder_args("int8", options, ["x=1x3:2x3:4x3"], "~/.cache/edgekit/trt-timing")
-    assert args[:9] == ["build", "--onnx", "model.onnx", "--engine", "model.engine", "--meta", "build.json", "--precision", "int8"]
+    assert args[:9] == ["trt-build", "--onnx", "model.onnx", "--engine", "model.engine", "--meta", "build.json", "--precision", "int8"]
     joined = " ".join(args)
     assert "--workspace-mib 512" in joined and "--dla-core 1 --gpu-fallback" in joined and "--trtexec only" in joined
     assert "--shape x=1x3:2x3:4x3" in joined and "--timing-cache-dir ~/.cache/edgekit/trt-timing" in joined
-    assert builder.make_parser().parse_args(args).dla_core == 1  # the script accepts what the backend sends
+    assert runner.make_parser().parse_args(args).dla_core == 1  # the script accepts what the backend sends
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -161,28 +155,19 @@ def test_trtexec_log_parsing():
 
 
 def _builder(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BUILDER_SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run([*remote_command(cwd), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def _error(stderr: str) -> dict:
-    line = next(line for line in stderr.splitlines() if line.startswith("EDGEKIT_BUILDER_ERROR "))
+    line = next(line for line in stderr.splitlines() if line.startswith(ERROR_MARKER + " "))
     return json.loads(line.split(" ", 1)[1])
 
 
-def test_builder_script_is_python38_and_self_contained():
-    import ast
-
-    tree = ast.parse(BUILDER_SCRIPT.read_text(), feature_version=(3, 8))
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"argparse", "ctypes", "json", "os", "platform", "re", "shutil", "subprocess", "sys", "time", "tensorrt"}
-
-
 def test_builder_script_usage_errors(cnn, tmp_path):
-    base = ["build", "--onnx", str(cnn), "--engine", "e", "--meta", "m.json", "--precision", "fp16"]
+    base = ["trt-build", "--onnx", str(cnn), "--engine", "e", "--meta", "m.json", "--precision", "fp16"]
     bad_shape = _builder(*base, "--shape", "x=4x3:1x3:2x3", cwd=tmp_path)
     assert bad_shape.returncode == 2 and "MIN <= OPT <= MAX" in _error(bad_shape.stderr)["message"]
-    missing = _builder("build", "--onnx", "nope.onnx", "--engine", "e", "--meta", "m", "--precision", "fp16", cwd=tmp_path)
+    missing = _builder("trt-build", "--onnx", "nope.onnx", "--engine", "e", "--meta", "m", "--precision", "fp16", cwd=tmp_path)
     assert missing.returncode == 2 and "nope.onnx not found" in _error(missing.stderr)["message"]
     assert _builder(*base[:-1], "int4", cwd=tmp_path).returncode == 2
     assert _builder(*base, "--opt-level", "9", cwd=tmp_path).returncode == 2
@@ -191,12 +176,12 @@ def test_builder_script_usage_errors(cnn, tmp_path):
 
 @pytest.mark.skipif(HOST_PROBLEM is None, reason="this host has TensorRT and a GPU")
 def test_builder_script_without_tensorrt_or_trtexec(cnn, tmp_path):
-    result = _builder("build", "--onnx", str(cnn), "--engine", "e", "--meta", "m.json", "--precision", "fp16", cwd=tmp_path)
+    result = _builder("trt-build", "--onnx", str(cnn), "--engine", "e", "--meta", "m.json", "--precision", "fp16", cwd=tmp_path)
     assert result.returncode == 3
     error = _error(result.stderr)
     assert error["kind"] == "trt_missing" and "nor trtexec are available" in error["message"]
-    probe = json.loads(_builder("probe", cwd=tmp_path).stdout)
-    assert probe["tensorrt"] is None and probe["builder_version"] == builder.BUILDER_VERSION
+    probe = json.loads(_builder("trt-probe", cwd=tmp_path).stdout)
+    assert probe["tensorrt"] is None and probe["builder_version"] == PROTOCOL_VERSION
 
 
 @pytest.mark.skipif(HOST_PROBLEM is None, reason="this host has TensorRT and a GPU")
@@ -271,23 +256,13 @@ def test_cli_shape_range_goes_to_the_engine_and_opt_to_verification(cnn, tmp_pat
 # --- the device runner ------------------------------------------------------------------------------
 
 
-def _runner_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgekit_runner_under_test", RUNNER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_runner_explains_engine_device_mismatch():
-    runner = _runner_module()
     built = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu": "Orin"}
-    assert runner.engine_mismatch(built, "10.3.0", {"compute_capability": "8.7", "name": "Orin"}) is None
-    message = runner.engine_mismatch(built, "8.5.2.2", {"compute_capability": "7.2", "name": "Xavier"})
+    assert rt_tensorrt.engine_mismatch(built, "10.3.0", {"compute_capability": "8.7", "name": "Orin"}) is None
+    message = rt_tensorrt.engine_mismatch(built, "8.5.2.2", {"compute_capability": "7.2", "name": "Xavier"})
     assert "built with TensorRT 10.3.0 and this device has TensorRT 8.5.2.2" in message
     assert "compute capability 8.7 (Orin) and this GPU is 7.2 (Xavier)" in message and "rebuild it on this device" in message
-    assert runner.engine_mismatch({}, "10.3.0", {}) is None  # trtexec builds may not know: TensorRT's own check then decides
+    assert rt_tensorrt.engine_mismatch({}, "10.3.0", {}) is None  # trtexec builds may not know: TensorRT's own check then decides
     assert "tensorrt" in runner.RUNTIMES
 
 
@@ -295,11 +270,11 @@ def test_runner_explains_engine_device_mismatch():
 def test_runner_without_tensorrt_is_runtime_missing(tmp_path):
     (tmp_path / "io.json").write_text(json.dumps({"runtime": "tensorrt", "inputs": ["x"], "outputs": ["y"]}))
     (tmp_path / "m.engine").write_bytes(b"not an engine")
-    result = subprocess.run([sys.executable, str(RUNNER_SCRIPT), "run", "--artifact", "m.engine", "--io", "io.json", "--inputs", "i.npz",
+    result = subprocess.run([*remote_command(tmp_path), "run", "--artifact", "m.engine", "--io", "io.json", "--inputs", "i.npz",
                              "--outputs", "o.npz", "--timings", "t.json"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 3
     error = json.loads(result.stderr.strip().splitlines()[-1].split(" ", 1)[1])
-    assert error["kind"] == "runtime_missing" and "TensorRT's Python bindings are not importable" in error["message"]
+    assert error["kind"] == "runtime_missing" and "TensorRT's Python bindings could not be imported" in error["message"]
 
 
 # --- on a GPU ---------------------------------------------------------------------------------------

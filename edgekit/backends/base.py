@@ -1,6 +1,9 @@
 """What a backend contributes: converting (and quantizing) a checked, simplified ONNX model.
 
-Loading, simplifying, reference runs, verification and the report live once, in the pipeline.
+Loading, simplifying, reference runs, verification and the report live once, in the pipeline. A backend
+declares what it can do on :class:`Backend` (every ability has a default here, so the pipeline never asks
+``hasattr``), takes its typed options from :attr:`Backend.Options`, and implements :meth:`Backend.convert`.
+``docs/adding-a-backend.md`` walks through a complete one.
 """
 
 from __future__ import annotations
@@ -10,13 +13,32 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekit._lazy import version_of
+from edgekit.backends.options import BackendOptions
 from edgekit.calibration import SampleSet
 from edgekit.errors import MissingDependency
+from edgekit.modelio import ShapeRange
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, StageRecord, TensorSpec
+
+if TYPE_CHECKING:
+    from edgekit.transport.base import Transport
+
+
+@dataclass(frozen=True)
+class BuildHost:
+    """For backends that build on the machine that will run the artifact (TensorRT engines).
+
+    ``transport`` reaches the device of ``--device`` (None: this host); ``shape_ranges`` holds
+    NAME -> (min, opt, max) from ``--input-shape NAME=MIN:OPT:MAX``; ``out_dir`` is the build's output
+    folder, where a backend may leave a by-product for the user when it cannot finish (the QDQ model).
+    """
+
+    transport: Transport | None = None
+    shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
+    out_dir: Path | None = None
 
 
 @dataclass
@@ -30,14 +52,13 @@ class ConvertContext:
     calibration: SampleSet | None
     work_dir: Path
     artifact_stem: str
+    options: Any = None  # the backend's typed Options, parsed from the profile
+    source_path: Path | None = None  # the user's model, before shapes were fixed and the graph simplified
+    #: ONNX node names to keep in float (fp32 for fp16 builds); honoured for precisions in Backend.float_layer_precisions
+    float_layers: frozenset[str] = frozenset()
+    build_host: BuildHost = field(default_factory=BuildHost)
     stages: list[StageRecord] = field(default_factory=list)
     log: Callable[[str], None] = lambda message: None
-    # For backends that build on the device (TensorRT) or keep dynamic dims: the transport of --device,
-    # the user's model before shapes were fixed, NAME -> (min, opt, max) ranges, and the output folder.
-    transport: Any = None
-    source_path: Path | None = None
-    shape_ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    out_dir: Path | None = None
 
     def record(self, name: str, started: float, tool: str | None = None, tool_version: str | None = None, **detail: Any) -> StageRecord:
         stage = StageRecord(name, round(time.perf_counter() - started, 3), tool, tool_version, detail)
@@ -46,14 +67,27 @@ class ConvertContext:
 
 
 class Backend(ABC):
-    name: str
-    extra: str  # the pip extra that installs its tools
-    runtime: str  # the device-runner runtime that executes its artifacts
-    #: ONNX ops known not to convert (op_type -> reason), reported by `edgekit inspect`
-    unsupported_ops: dict[str, str] = {}
+    """A conversion route to one runtime. Subclasses set the class attributes and implement :meth:`convert`."""
 
+    name: ClassVar[str]
+    extra: ClassVar[str]  # the pip extra that installs its tools
+    runtime: ClassVar[str]  # the remote runtime (edgekit/remote/rt_<runtime>.py) that executes its artifacts
+    #: its typed [backend_options]; parsed when a profile naming this backend loads
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
     #: the distributions whose versions identify this backend's tools (and key the build cache)
-    tool_distributions: tuple[str, ...] = ()
+    tool_distributions: ClassVar[tuple[str, ...]] = ()
+    #: ONNX ops known not to convert (op_type -> reason), reported by `edgekit inspect` and refused before converting
+    unsupported_ops: ClassVar[dict[str, str]] = {}
+    #: whether --input-shape NAME=MIN:OPT:MAX ranges make sense (one artifact for a range of shapes)
+    supports_shape_ranges: ClassVar[bool] = False
+    #: precisions for which convert() honours ConvertContext.float_layers (per-layer precision fallback)
+    float_layer_precisions: ClassVar[frozenset[str]] = frozenset()
+    #: how the tensors inside a built artifact can be read to locate a divergence: "reconvert" means converting
+    #: again with the wanted ONNX tensors added as graph outputs (works for every backend)
+    intermediate_outputs: ClassVar[str] = "reconvert"
+
+    def options(self, profile: TargetProfile) -> BackendOptions:
+        return self.Options.from_profile(profile)
 
     def check_tools(self) -> dict[str, str]:
         """Raise MissingDependency naming the extra if a tool is missing; return {tool: version}."""
@@ -65,18 +99,26 @@ class Backend(ABC):
             versions[dist] = version
         return versions
 
-    @abstractmethod
-    def convert(self, ctx: ConvertContext) -> Artifact:
-        """Write the artifact into ``ctx.work_dir`` and return it; record stages on ``ctx``."""
-
-    def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
-        """Options passed to the device runner for this artifact (threads, runtime flags)."""
-        return {}
+    def needs_calibration(self, profile: TargetProfile, precision: str) -> bool:
+        """Whether building ``precision`` needs calibration data (int8 activations do)."""
+        return precision == "int8"
 
     def blocking_ops(self, model: Any) -> list[str]:
-        """Nodes of ``model`` whose op this backend cannot take, as 'op (node names)'."""
+        """Nodes of ``model`` whose op this backend cannot take, as 'op (node names): reason'."""
         found: dict[str, list[str]] = {}
         for node in model.graph.node:
             if node.op_type in self.unsupported_ops:
                 found.setdefault(node.op_type, []).append(node.name or "<unnamed>")
         return [f"{op} ({', '.join(names[:5])}{'...' if len(names) > 5 else ''}): {self.unsupported_ops[op]}" for op, names in found.items()]
+
+    def float_only_layers(self, model: Any, precision: str) -> dict[str, str]:
+        """ONNX nodes this backend cannot build at ``precision`` and keeps in float by itself (node name -> why)."""
+        return {}
+
+    @abstractmethod
+    def convert(self, ctx: ConvertContext) -> Artifact:
+        """Write the artifact into ``ctx.work_dir`` and return it; record stages on ``ctx``."""
+
+    def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        """Options passed to the remote runtime for this artifact (threads, runtime flags)."""
+        return {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends._ncnn_format import Blob, Layer, raw_fp32, read_param, split_weights, tagged_int8, write_param
+from edgekit.backends.ncnn.format import Blob, Layer, raw_fp32, read_param, split_weights, tagged_int8, write_param
 
 HISTOGRAM_BINS = 2048
 TARGET_BINS = 128

@@ -1,8 +1,8 @@
 """ncnn work that runs in a subprocess (ncnn can crash on odd graphs; a crash must not take edgekit down).
 
-    python -m edgekit.backends._ncnn_tool check PARAM BIN
+    python -m edgekit.backends.ncnn.worker check PARAM BIN
         -> JSON {"unknown_types": [...], "load_param": rc, "load_model": rc}
-    python -m edgekit.backends._ncnn_tool int8 PARAM BIN --calib NPZ --inputs in0,in1 \
+    python -m edgekit.backends.ncnn.worker int8 PARAM BIN --calib NPZ --inputs in0,in1 \
         --out-param P --out-bin B --out-table T
         -> JSON summary of the rewrite (quantized layers, activation scales)
 
@@ -38,7 +38,7 @@ def _net(param: str, weights: str):
 def check(param: Path, weights: Path) -> dict:
     import ncnn
 
-    from edgekit.backends._ncnn_format import read_param
+    from edgekit.backends.ncnn.format import read_param
 
     layers = read_param(param.read_text())
     unknown = sorted({layer.type for layer in layers if ncnn.layer_to_index(layer.type) < 0})
@@ -54,7 +54,7 @@ def check(param: Path, weights: Path) -> dict:
 def int8(args: argparse.Namespace) -> dict:
     import ncnn
 
-    from edgekit.backends._ncnn_int8 import quantize, write_outputs
+    from edgekit.backends.ncnn.int8 import quantize, write_outputs
 
     net = _net(args.param, args.bin)
     names = args.inputs.split(",")
@@ -81,7 +81,7 @@ def int8(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit.backends._ncnn_tool")
+    parser = argparse.ArgumentParser(prog="edgekit.backends.ncnn.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     check_parser = sub.add_parser("check")
     check_parser.add_argument("param", type=Path)

@@ -8,52 +8,34 @@ as they are (``-kat``), so token/sequence models keep their ONNX shape.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.backends._subprocess import run_tool
 from edgekit.backends.base import Backend, ConvertContext
-from edgekit.errors import StageError, ToolError, tail
+from edgekit.backends.options import BackendOptions, option
+from edgekit.errors import StageError
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
 NHWC = (0, 2, 3, 1)
 # onnx2tf looks for this file in its working directory and downloads it when it is missing.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-CONVERT_TIMEOUT_S = float(os.environ.get("EDGEKIT_CONVERT_TIMEOUT", 1800))
+TOOL = [sys.executable, "-m", "edgekit.backends.tflite.tool"]
 
 
-def tool_env() -> dict[str, str]:
-    """Environment for TensorFlow subprocesses: quiet, CPU only, never online."""
-    env = dict(os.environ)
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "TF_ENABLE_ONEDNN_OPTS": "0",
-                "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
-    return env
+@dataclass(frozen=True)
+class TFLiteOptions(BackendOptions):
+    label = "TFLite"
 
-
-def run_tool(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -> str:
-    """Run a conversion subprocess; on failure raise a StageError with its log tail."""
-    try:
-        completed = subprocess.run(argv, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise StageError(f"{stage}: {tool} did not finish within {CONVERT_TIMEOUT_S:.0f} s", hint="set EDGEKIT_CONVERT_TIMEOUT to allow longer") from None
-    log = completed.stdout + completed.stderr
-    (cwd / log_name).write_text(log)
-    if completed.returncode != 0:
-        raise StageError(f"{stage}: {tool} failed (exit {completed.returncode}). Log tail:\n{tail(_strip_noise(log), 20)}",
-                         hint="rerun with --keep-work to keep the full log and intermediate files")
-    return log
-
-
-def _strip_noise(log: str) -> str:
-    noisy = ("W0000", "I0000", "E0000", "WARNING: All log messages", "oneDNN", "cuda", "computation placer")
-    return "\n".join(line for line in log.splitlines() if not line.startswith(noisy) and "cuDNN" not in line and "cuBLAS" not in line)
+    int8_io: str = option("float", choices=("float", "int8"))  # int8 builds: float or int8 model inputs/outputs
+    num_threads: int = option(4, minimum=1, maximum=256)
 
 
 class TFLiteBackend(Backend):
@@ -69,19 +51,17 @@ class TFLiteBackend(Backend):
         "TfIdfVectorizer": "not converted by onnx2tf",
     }
 
+    Options = TFLiteOptions
     tool_distributions = ("onnx2tf", "tensorflow", "ai-edge-litert")
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
-        return {"num_threads": int(profile.backend_options.get("num_threads", 4))}
+        return {"num_threads": self.options(profile).num_threads}
 
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
         versions = self.check_tools()
-        options = ctx.profile.backend_options
-        int8_io = options.get("int8_io", "float")
-        if int8_io not in ("float", "int8"):
-            raise StageError(f"{ctx.profile.source}: backend_options.int8_io must be 'float' or 'int8', got {int8_io!r}")
+        int8_io = ctx.options.int8_io
         saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
         started = time.perf_counter()
         target = ctx.work_dir / f"{ctx.artifact_stem}.tflite"
@@ -109,7 +89,7 @@ class TFLiteBackend(Backend):
         if keep:
             argv += ["-kat", *keep]
         ctx.log("onnx2tf: converting to a TensorFlow SavedModel")
-        run_tool(argv, ctx.work_dir, "convert", "onnx2tf", "onnx2tf.log")
+        run_tool(argv, ctx.work_dir, stage="convert", tool="onnx2tf", log_name="onnx2tf.log")
         stem = ctx.model_path.stem
         files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         for path in files.values():
@@ -125,7 +105,7 @@ class TFLiteBackend(Backend):
         np.save(ctx.work_dir / ONNX2TF_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
 
     def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str, started: float) -> None:
-        argv = [sys.executable, "-m", "edgekit.backends._tflite_tool", "quantize", "--saved-model", str(saved_model),
+        argv = [*TOOL, "quantize", "--saved-model", str(saved_model),
                 "--out", str(target), "--mode", ctx.precision, "--io", int8_io]
         samples = 0
         if ctx.precision == "int8":
@@ -136,7 +116,7 @@ class TFLiteBackend(Backend):
             argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz"), "--batch", str(ctx.calibration.batch)]
             samples = ctx.calibration.count
         ctx.log(f"TFLiteConverter: {ctx.precision} quantization")
-        run_tool(argv, ctx.work_dir, "quantize", "TFLiteConverter", "quantize.log")
+        run_tool(argv, ctx.work_dir, stage="quantize", tool="TFLiteConverter", log_name="quantize.log")
         detail: dict[str, Any] = {"mode": ctx.precision}
         if ctx.precision == "int8":
             detail.update(calibration_samples=samples, io=int8_io, per_channel=True)
@@ -144,11 +124,9 @@ class TFLiteBackend(Backend):
 
     @staticmethod
     def _signature(path: Path, work_dir: Path) -> dict[str, Any]:
-        completed = subprocess.run([sys.executable, "-m", "edgekit.backends._tflite_tool", "signature", str(path)],
-                                   cwd=work_dir, env=tool_env(), capture_output=True, text=True, timeout=300)
-        if completed.returncode != 0:
-            raise ToolError(f"cannot read the TFLite model's signature: {tail(_strip_noise(completed.stderr), 10)}")
-        return json.loads(completed.stdout.strip().splitlines()[-1])
+        run = run_tool([*TOOL, "signature", str(path)], work_dir, stage="convert", tool="the TFLite signature reader",
+                       log_name="signature.log", timeout=300)
+        return run.last_json("convert: reading the TFLite model's signature")
 
     @staticmethod
     def _input_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:

@@ -4,7 +4,7 @@
 * fp16: pnnx ``fp16=1`` (fp16 weights in the .bin); the runtime gets ``use_fp16_storage``,
   ``use_fp16_packed`` and ``use_fp16_arithmetic`` (the last only takes effect on ARMv8.2+ CPUs).
 * int8: ncnn2table/ncnn2int8 are not in the ncnn wheel, so edgekit does their work in Python
-  (``_ncnn_int8``): KL-calibrated activation scales from the fp32 model run in ncnn over the user's
+  (``int8.py``): KL-calibrated activation scales from the fp32 model run in ncnn over the user's
   calibration data, per-channel weight scales, and the int8 rewrite of the .param/.bin.
 
 ncnn Mats have no batch dim: inputs must have batch 1, and the artifact's I/O bindings squeeze it.
@@ -14,28 +14,27 @@ pnnx names the blobs ``in0, in1, ...`` and ``out0, out1, ...`` in the ONNX graph
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.backends._ncnn_format import read_param
+from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import Backend, ConvertContext
-from edgekit.errors import MissingDependency, OptionsError, StageError, tail
+from edgekit.backends.ncnn.format import read_param
+from edgekit.backends.options import BackendOptions, option
+from edgekit.errors import MissingDependency, OptionsError, StageError
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
-CONVERT_TIMEOUT_S = float(os.environ.get("EDGEKIT_CONVERT_TIMEOUT", 1800))
+WORKER = [sys.executable, "-m", "edgekit.backends.ncnn.worker"]
 PNNX_DTYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "b"}
 FP16_OFF = {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False, "use_bf16_storage": False}
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # Measured with pnnx 20261020 / ncnn 1.0.20261020: pnnx either fails on these (If) or writes a
 # layer ncnn has no implementation for (the rest), so the model could never load.
@@ -61,11 +60,6 @@ UNSUPPORTED_OPS = {
 }
 
 
-def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"})
-    return env
-
 
 def pnnx_executable() -> Path | None:
     """The pnnx binary shipped in the pnnx wheel (found without importing it: its package imports torch)."""
@@ -80,25 +74,23 @@ def pnnx_executable() -> Path | None:
     return Path(found) if found else None
 
 
-def _clean_log(text: str) -> str:
-    lines = [_ANSI.sub("", line) for line in text.splitlines()]
-    return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in lines)
 
 
-def run_logged(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -> str:
-    """Run a tool; on failure (or a crash) raise a StageError carrying its log tail."""
-    try:
-        completed = subprocess.run(argv, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise StageError(f"{stage}: {tool} did not finish within {CONVERT_TIMEOUT_S:.0f} s", hint="set EDGEKIT_CONVERT_TIMEOUT to allow longer") from None
-    log = _clean_log(completed.stdout + completed.stderr)
-    (cwd / log_name).write_text(log)
-    if completed.returncode != 0:
-        how = f"was killed by signal {-completed.returncode}" if completed.returncode < 0 else f"failed (exit {completed.returncode})"
-        raise StageError(f"{stage}: {tool} {how}. Log tail:\n{tail(log, 20)}",
-                         hint=f"rerun with --keep-work to keep {log_name} and the intermediate files; "
-                              f"'edgekit inspect MODEL --target android-ncnn' lists ops ncnn cannot take")
-    return completed.stdout
+@dataclass(frozen=True)
+class NcnnOptions(BackendOptions):
+    label = "ncnn"
+    docs = "docs/ncnn.md"
+
+    num_threads: int = option(4, minimum=1, maximum=256)
+    fp16_arithmetic: bool = option(True)  # fp16 builds: let ARMv8.2+ CPUs compute in fp16 (else fp16 storage only)
+    vulkan: bool = option(False)  # run on the device's GPU through Vulkan where a driver answers
+
+
+def run_logged(argv: list[str], cwd: Path, stage: str, tool: str, log_name: str) -> ToolRun:
+    """Run a tool; on failure raise a StageError with its log tail and where to look next."""
+    hint = (f"rerun with --keep-work to keep {log_name} and the intermediate files; "
+            "'edgekit inspect MODEL --target android-ncnn' lists ops ncnn cannot take")
+    return run_tool(argv, cwd, stage=stage, tool=tool, log_name=log_name, hint=hint)
 
 
 class NcnnBackend(Backend):
@@ -107,6 +99,7 @@ class NcnnBackend(Backend):
     runtime = "ncnn"
     unsupported_ops = UNSUPPORTED_OPS
 
+    Options = NcnnOptions
     tool_distributions = ("pnnx", "ncnn")
 
     def check_tools(self) -> dict[str, str]:
@@ -116,9 +109,9 @@ class NcnnBackend(Backend):
         return versions
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
-        return {"num_threads": int(profile.backend_options.get("num_threads", 4)),
-                "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
-                "vulkan": bool(profile.backend_options.get("vulkan", False))}
+        options = self.options(profile)
+        return {"num_threads": options.num_threads, "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
+                "vulkan": options.vulkan}
 
     # --- conversion ------------------------------------------------------------------------
 
@@ -147,7 +140,7 @@ class NcnnBackend(Backend):
     @staticmethod
     def _ncnn_options(ctx: ConvertContext) -> dict[str, bool]:
         if ctx.precision == "fp16":
-            arithmetic = bool(ctx.profile.backend_options.get("fp16_arithmetic", True))
+            arithmetic = ctx.options.fp16_arithmetic
             return {"use_fp16_storage": True, "use_fp16_packed": True, "use_fp16_arithmetic": arithmetic, "use_bf16_storage": False}
         options = dict(FP16_OFF)
         if ctx.precision == "int8":
@@ -180,9 +173,9 @@ class NcnnBackend(Backend):
 
     def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
         """pnnx exits 0 even when it leaves ops ncnn cannot run; catch that here, not on the device."""
-        out = run_logged([sys.executable, "-m", "edgekit.backends._ncnn_tool", "check", str(param), str(weights)],
-                         ctx.work_dir, "convert", "ncnn load check", "ncnn-check.log")
-        result = json.loads(out.strip().splitlines()[-1])
+        check = run_logged([*WORKER, "check", str(param), str(weights)],
+                           ctx.work_dir, "convert", "ncnn load check", "ncnn-check.log")
+        result = check.last_json("convert: the ncnn load check")
         if result["unknown_types"]:
             raise StageError(f"convert: pnnx wrote layer types the ncnn runtime does not implement: {', '.join(result['unknown_types'])}",
                              hint="these come from ONNX ops ncnn cannot take; replace them in the model, or pick another target")
@@ -209,10 +202,10 @@ class NcnnBackend(Backend):
         stem = ctx.artifact_stem
         out_param, out_bin, table = (ctx.work_dir / f"{stem}.int8.param", ctx.work_dir / f"{stem}.int8.bin", ctx.work_dir / f"{stem}.table")
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")
-        out = run_logged([sys.executable, "-m", "edgekit.backends._ncnn_tool", "int8", str(param), str(weights), "--calib", str(calib),
+        run = run_logged([*WORKER, "int8", str(param), str(weights), "--calib", str(calib),
                           "--inputs", ",".join(f"in{k}" for k in range(len(ctx.inputs))), "--out-param", str(out_param),
                           "--out-bin", str(out_bin), "--out-table", str(table)], ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
-        summary = json.loads(out.strip().splitlines()[-1])
+        summary = run.last_json("quantize: edgekit ncnn int8")
         if not summary["quantized"]:
             raise StageError("quantize: the model has no Convolution, InnerProduct or constant-weight Gemm layer for ncnn int8",
                              hint="use --precision fp16 for this model")

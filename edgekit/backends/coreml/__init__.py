@@ -13,26 +13,19 @@ coremltools calibrates by running the model).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import re
 import sys
 import time
-import warnings
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit import __version__
-from edgekit._lazy import require
-from edgekit.backends import _coreml_torch as torch_leg
 from edgekit.backends.base import Backend, ConvertContext
+from edgekit.backends.coreml import torch_leg
+from edgekit.backends.coreml.options import CoreMLOptions
+from edgekit.backends.coreml.package import coreml_name, describe_package, import_coremltools, quiet_tools
 from edgekit.calibration import SampleSet, random_samples
 from edgekit.errors import BackendUnavailable, ProfileError, StageError, tail
 from edgekit.fsutil import sha256_file, size_of
@@ -40,163 +33,8 @@ from edgekit.profiles import TargetProfile
 from edgekit.reference import run_reference
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
-OPTION_KEYS = {"int8_weights", "palettize_bits", "weight_threshold", "int8_activations", "image_input", "author", "model_version"}
-COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
-TARGET_PATTERN = re.compile(r"^(iOS|macOS|watchOS|tvOS)(\d+)$")
-MIN_MLPROGRAM = {"iOS": 15, "macOS": 12, "watchOS": 8, "tvOS": 15}
-MIN_ACTIVATION_QUANT = {"iOS": 17, "macOS": 14, "watchOS": 10, "tvOS": 17}
 CHECK_SAMPLES = 4
 ACTIVATION_CALIBRATION_SAMPLES = 32
-
-
-# --- options --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CoreMLOptions:
-    deployment_target: str = "iOS16"
-    compute_units: str = "ALL"
-    int8_weights: str = "linear"  # "linear": int8 per-channel symmetric; "palettize": n-bit lookup table (k-means)
-    palettize_bits: int = 6
-    weight_threshold: int = 2048  # weights with fewer elements stay float (coremltools' default)
-    int8_activations: bool = False
-    image_input: bool = False
-    author: str = "edgekit"
-    model_version: str | None = None
-
-    @property
-    def os_name(self) -> str:
-        return TARGET_PATTERN.match(self.deployment_target).group(1)  # type: ignore[union-attr]
-
-    @property
-    def os_major(self) -> int:
-        return int(TARGET_PATTERN.match(self.deployment_target).group(2))  # type: ignore[union-attr]
-
-    @classmethod
-    def from_profile(cls, profile: TargetProfile) -> CoreMLOptions:
-        table, hardware = profile.backend_options, profile.hardware
-        where = profile.source or profile.name
-
-        def fail(key: str, problem: str) -> ProfileError:
-            return ProfileError(f"{where}: key '{key}': {problem}", hint="see docs/coreml.md for the Core ML profile keys")
-
-        for key in table:
-            if key not in OPTION_KEYS:
-                raise fail(f"backend_options.{key}", f"unknown Core ML option; allowed: {', '.join(sorted(OPTION_KEYS))}")
-        target = hardware.get("minimum_deployment_target", "iOS16")
-        match = TARGET_PATTERN.match(target) if isinstance(target, str) else None
-        if match is None:
-            raise fail("hardware.minimum_deployment_target", f"must look like 'iOS16' or 'macOS14'; got {target!r}")
-        if int(match.group(2)) < MIN_MLPROGRAM[match.group(1)]:
-            raise fail("hardware.minimum_deployment_target", f"ML Program packages need {match.group(1)}{MIN_MLPROGRAM[match.group(1)]} or newer; got {target}")
-        units = hardware.get("compute_units", "ALL")
-        if units not in COMPUTE_UNITS:
-            raise fail("hardware.compute_units", f"must be one of {', '.join(COMPUTE_UNITS)}; got {units!r}")
-        weights = table.get("int8_weights", "linear")
-        if weights not in ("linear", "palettize"):
-            raise fail("backend_options.int8_weights", f"must be 'linear' or 'palettize'; got {weights!r}")
-        bits = table.get("palettize_bits", 6)
-        if bits not in (4, 6, 8) or isinstance(bits, bool):
-            raise fail("backend_options.palettize_bits", f"must be 4, 6 or 8; got {bits!r}")
-        threshold = table.get("weight_threshold", 2048)
-        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0:
-            raise fail("backend_options.weight_threshold", f"must be an integer >= 0; got {threshold!r}")
-        flags = {}
-        for key in ("int8_activations", "image_input"):
-            flags[key] = table.get(key, False)
-            if not isinstance(flags[key], bool):
-                raise fail(f"backend_options.{key}", f"must be true or false; got {flags[key]!r}")
-        options = cls(deployment_target=target, compute_units=units, int8_weights=weights, palettize_bits=bits,
-                      weight_threshold=threshold, author=str(table.get("author", "edgekit")),
-                      model_version=str(table["model_version"]) if "model_version" in table else None, **flags)
-        if options.int8_activations and options.os_major < MIN_ACTIVATION_QUANT[options.os_name]:
-            raise fail("backend_options.int8_activations", f"int8 activations need {options.os_name}{MIN_ACTIVATION_QUANT[options.os_name]}+ "
-                       f"(hardware.minimum_deployment_target is {target}); raise the target or set int8_activations = false")
-        return options
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def coreml_name(name: str, taken: set[str]) -> str:
-    """A Core ML feature name for an ONNX tensor name (identifier characters only, unique)."""
-    clean = re.sub(r"[^A-Za-z0-9_]", "_", name) or "tensor"
-    if clean[0].isdigit():
-        clean = f"t_{clean}"
-    candidate, n = clean, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{clean}_{n}"
-    taken.add(candidate)
-    return candidate
-
-
-@contextlib.contextmanager
-def quiet_tools(log: io.StringIO) -> Iterator[None]:
-    """coremltools and torch print progress bars and version warnings; keep them for the log instead."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-        warnings.simplefilter("ignore")
-        yield
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ logging ignores TF_CPP_MIN_LOG_LEVEL set in-process."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as sink:
-            os.dup2(sink.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def import_coremltools() -> Any:
-    if "coremltools" in sys.modules:
-        return sys.modules["coremltools"]
-    # coremltools imports TensorFlow when it is installed (the tflite extra), which logs from C++ on import.
-    with quiet_tools(io.StringIO()), native_stderr_silenced():
-        return require("coremltools", "coreml", purpose="the Core ML backend")
-
-
-def describe_package(path: Path) -> dict[str, Any]:
-    """What an .mlpackage holds, read from its spec without loading it (works on Linux)."""
-    ct = import_coremltools()
-    with quiet_tools(io.StringIO()):
-        model = ct.models.MLModel(str(path), skip_model_load=True)
-    spec = model.get_spec()
-    main = spec.mlProgram.functions["main"]
-    ops = main.block_specializations[main.opset].operations
-    counts = Counter(op.type for op in ops)
-    fp16 = ct.proto.MIL_pb2.DataType.Value("FLOAT16")
-    computes_fp16 = any(out.type.tensorType.dataType == fp16 for op in ops if op.type != "const" for out in op.outputs)
-
-    def feature(item: Any) -> dict[str, Any]:
-        kind = item.type.WhichOneof("Type")
-        if kind == "imageType":
-            image = item.type.imageType
-            return {"name": item.name, "type": "image", "shape": [int(image.height), int(image.width)],
-                    "color": ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)}
-        array = item.type.multiArrayType
-        return {"name": item.name, "type": "multiarray", "shape": [int(d) for d in array.shape],
-                "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)}
-
-    compression = sorted(t for t in counts if t.startswith("constexpr_"))
-    return {
-        "inputs": [feature(i) for i in spec.description.input],
-        "outputs": [feature(o) for o in spec.description.output],
-        "specification_version": int(spec.specificationVersion),
-        "opset": main.opset,
-        "compute_precision": "fp16" if computes_fp16 else "fp32",
-        "weight_compression": compression,
-        "activation_quantization": bool(counts.get("quantize")),
-        "op_counts": dict(sorted(counts.items())),
-        "metadata": {"author": spec.description.metadata.author, "version": spec.description.metadata.versionString,
-                     "short_description": spec.description.metadata.shortDescription,
-                     **dict(spec.description.metadata.userDefined)},
-    }
 
 
 # --- backend ----------------------------------------------------------------------------------
@@ -206,25 +44,25 @@ class CoreMLBackend(Backend):
     name = "coreml"
     extra = "coreml"
     runtime = "coreml"
-
+    Options = CoreMLOptions
     tool_distributions = ("coremltools", "onnx2torch", "torch")
 
     def needs_calibration(self, profile: TargetProfile, precision: str) -> bool:
         """int8 weights need none; only int8 activations are calibrated."""
-        return precision == "int8" and CoreMLOptions.from_profile(profile).int8_activations
+        return precision == "int8" and self.options(profile).int8_activations
 
     def blocking_ops(self, model: Any) -> list[str]:
         return torch_leg.describe_blocking(torch_leg.blocking_nodes(model))
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
-        options = CoreMLOptions.from_profile(profile)
+        options = self.options(profile)
         return {"compute_units": options.compute_units, "image_inputs": artifact.details.get("image_inputs", {})}
 
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
         versions = self.check_tools()
-        options = CoreMLOptions.from_profile(ctx.profile)
+        options: CoreMLOptions = ctx.options
         import_coremltools()
         if options.int8_activations and ctx.precision == "int8":
             self._check_activation_host(ctx)
@@ -394,7 +232,7 @@ class CoreMLBackend(Backend):
         source = ctx.source_path or ctx.model_path
         onnx_version = int(getattr(ctx.model, "model_version", 0) or 0)
         ml.author = options.author
-        ml.version = options.model_version or (str(onnx_version) if onnx_version else "1")
+        ml.version = str(options.model_version or "") or (str(onnx_version) if onnx_version else "1")
         ml.short_description = f"{source.name} built by edgekit {__version__} for target '{ctx.profile.name}' ({ctx.precision})"
         meta = ml.user_defined_metadata
         meta["edgekit.version"] = __version__
@@ -412,3 +250,6 @@ class CoreMLBackend(Backend):
             ml.input_description[binding.artifact_name] = f"ONNX input '{binding.onnx_name}', shape {list(specs[binding.onnx_name].shape)}"
         for binding in bindings[1]:
             ml.output_description[binding.artifact_name] = f"ONNX output '{binding.onnx_name}', shape {list(specs[binding.onnx_name].shape)}"
+
+
+__all__ = ["CoreMLBackend", "CoreMLOptions", "coreml_name", "describe_package"]

@@ -1,7 +1,7 @@
 """Subprocess helper for the TFLite backend (TensorFlow is heavy and can crash; keep it out of edgekit's process).
 
-    python -m edgekit.backends._tflite_tool signature MODEL.tflite
-    python -m edgekit.backends._tflite_tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
+    python -m edgekit.backends.tflite.tool signature MODEL.tflite
+    python -m edgekit.backends.tflite.tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
 """
 
 from __future__ import annotations

@@ -1,45 +1,36 @@
-#!/usr/bin/env python3
-"""edgekit TensorRT engine builder: build a serialized engine from an ONNX model on the machine that will run it.
+"""Build a serialized TensorRT engine from an ONNX model on the machine that will run it.
 
-Self-contained on purpose (like the device runner): it is uploaded to a Jetson or run on a GPU host,
-and needs only Python 3.8+ and TensorRT's Python bindings (JetPack ships them), or ``trtexec`` as a
-fallback when the bindings are missing. edgekit itself need not be installed.
+Part of edgekit's remote zipapp (like the runner): it runs on a Jetson or on a GPU host and needs only
+Python 3.8+ and TensorRT's Python bindings (JetPack ships them), or ``trtexec`` as a fallback when the
+bindings are missing. edgekit itself need not be installed.
 
-    python3 trt_builder.py build --onnx M.onnx --engine M.engine --meta build.json --precision fp16 \
+    python3 edgekit_remote.pyz trt-build --onnx M.onnx --engine M.engine --meta build.json --precision fp16 \
         [--workspace-mib 1024] [--timing-cache-dir ~/.cache/edgekit/trt-timing] \
         [--shape images=1x3x224x224:4x3x224x224:8x3x224x224] [--dla-core 0 --gpu-fallback] \
         [--opt-level 3] [--trtexec auto|never|only] [--trtexec-path PATH]
-    python3 trt_builder.py probe       # JSON: TensorRT version, GPU, compute capability, DLA cores, trtexec
+    python3 edgekit_remote.pyz trt-probe     # JSON: TensorRT version, GPU, compute capability, DLA cores, trtexec
 
 int8 expects an ONNX model with QuantizeLinear/DequantizeLinear nodes (explicit quantization): the
 builder sets the INT8 flag (and FP16, so layers outside the Q/DQ pairs may run in half precision) and
-never calibrates. ``build.json`` gets the engine's metadata. Errors print one line
-``EDGEKIT_BUILDER_ERROR {json}`` on stderr and exit with: 3 TensorRT (and trtexec) missing,
-4 the ONNX model does not parse, 5 the engine build failed, 2 usage.
+never calibrates. ``build.json`` gets the engine's metadata. Exit codes (protocol.py): EXIT_MISSING
+TensorRT (and trtexec) missing, EXIT_LOAD_FAILED the ONNX model does not parse, EXIT_FAILED the build failed.
 """
 
-import argparse
-import ctypes
 import json
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import time
 
-BUILDER_VERSION = 1
-EXIT_USAGE, EXIT_TRT_MISSING, EXIT_PARSE_FAILED, EXIT_BUILD_FAILED = 2, 3, 4, 5
+from .cuda import cuda_devices
+from .protocol import EXIT_FAILED, EXIT_LOAD_FAILED, EXIT_MISSING, EXIT_USAGE, PROTOCOL_VERSION, RemoteError, import_first
+from .rt_tensorrt import capturing_logger
+
 PRECISIONS = ("fp32", "fp16", "int8")
 TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
 TRTEXEC_TIMEOUT_S = 3600
-
-
-class BuildError(Exception):
-    def __init__(self, kind, message, code):
-        Exception.__init__(self, message)
-        self.kind, self.message, self.code = kind, message, code
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -127,72 +118,18 @@ def find_trtexec(explicit=None):
     return None
 
 
-# --- GPU facts through the CUDA driver (ctypes: no extra package) -------------------------------
-
-
-def cuda_devices():
-    """[{'name', 'compute_capability', 'total_memory_bytes'}] from libcuda, or [] where there is no usable GPU."""
-    for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(library)
-            break
-        except OSError:
-            continue
-    else:
-        return []
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return []
-    devices = []
-    for ordinal in range(count.value):
-        device, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
-        name = ctypes.create_string_buffer(256)
-        total = ctypes.c_size_t(0)
-        if cuda.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
-            continue
-        cuda.cuDeviceGetName(name, 256, device)
-        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # ..._MINOR
-        getattr(cuda, "cuDeviceTotalMem_v2", cuda.cuDeviceTotalMem)(ctypes.byref(total), device)
-        devices.append({"name": name.value.decode(errors="replace"), "compute_capability": "%d.%d" % (major.value, minor.value),
-                        "total_memory_bytes": total.value})
-    return devices
-
-
-def _import_tensorrt():
-    # Run from a source checkout, this script's folder holds edgekit's own tensorrt.py: never import that.
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    try:
-        import tensorrt
-        if not hasattr(tensorrt, "Builder"):
-            return None, "the importable 'tensorrt' module (%s) is not NVIDIA TensorRT" % getattr(tensorrt, "__file__", "?")
-        return tensorrt, None
-    except Exception as exc:  # a broken install raises more than ImportError
-        return None, "%s: %s" % (type(exc).__name__, exc)
-    finally:
-        sys.path[:] = saved
-
+def import_tensorrt():
+    """(tensorrt, None), or (None, why not)."""
+    trt, why = import_first([("tensorrt", None, "tensorrt")])
+    if trt is not None and not hasattr(trt, "Builder"):
+        return None, "the importable 'tensorrt' module (%s) is not NVIDIA TensorRT" % getattr(trt, "__file__", "?")
+    return trt, why
 
 def _version_tuple(text):
     return tuple(int(p) for p in re.findall(r"\d+", text or "")[:3])
 
 
 # --- build with the TensorRT Python API ---------------------------------------------------------
-
-
-def _logger(trt, messages):
-    class CapturingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            level = int(severity)  # pybind11 enums compare reliably only as ints
-            if level <= int(trt.ILogger.Severity.WARNING):
-                messages.append(("ERROR" if level <= int(trt.ILogger.Severity.ERROR) else "WARNING") + ": " + msg)
-
-    return CapturingLogger()
 
 
 def _errors(messages, limit=12):
@@ -224,7 +161,7 @@ def _network_io(trt, network):
 
 def build_with_api(trt, args, shapes, device):
     messages = []
-    logger = _logger(trt, messages)
+    logger = capturing_logger(trt, messages, "WARNING")
     builder = trt.Builder(logger)
     version = _version_tuple(trt.__version__)
     flags = 0
@@ -235,7 +172,7 @@ def build_with_api(trt, args, shapes, device):
     parsed = parser.parse_from_file(args.onnx) if hasattr(parser, "parse_from_file") else parser.parse(open(args.onnx, "rb").read(), args.onnx)
     if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError("parse_failed", "TensorRT %s could not parse %s:\n%s" % (trt.__version__, args.onnx, "\n".join(errors[:12]) or _errors(messages)), EXIT_PARSE_FAILED)
+        raise RemoteError("parse_failed", "TensorRT %s could not parse %s:\n%s" % (trt.__version__, args.onnx, "\n".join(errors[:12]) or _errors(messages)), EXIT_LOAD_FAILED)
 
     config = builder.create_builder_config()
     if args.workspace_mib:
@@ -250,7 +187,7 @@ def build_with_api(trt, args, shapes, device):
         config.builder_optimization_level = args.opt_level
     if args.dla_core is not None:
         if builder.num_DLA_cores <= args.dla_core:
-            raise BuildError("build_failed", "DLA core %d requested but this device has %d DLA core(s)" % (args.dla_core, builder.num_DLA_cores), EXIT_BUILD_FAILED)
+            raise RemoteError("build_failed", "DLA core %d requested but this device has %d DLA core(s)" % (args.dla_core, builder.num_DLA_cores), EXIT_FAILED)
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = args.dla_core
         if args.gpu_fallback:
@@ -261,18 +198,18 @@ def build_with_api(trt, args, shapes, device):
     dynamic = [i for i in inputs if any(d < 0 for d in i["shape"])]
     unknown = [name for name in by_name if name not in [i["name"] for i in inputs]]
     if unknown:
-        raise BuildError("build_failed", "--shape names %s, but the network's inputs are %s" % (", ".join(unknown), ", ".join(i["name"] for i in inputs)), EXIT_USAGE)
+        raise RemoteError("build_failed", "--shape names %s, but the network's inputs are %s" % (", ".join(unknown), ", ".join(i["name"] for i in inputs)), EXIT_USAGE)
     if dynamic:
         missing = [i["name"] for i in dynamic if i["name"] not in by_name]
         if missing:
-            raise BuildError("build_failed", "inputs %s have dynamic dims; give --shape NAME=MIN:OPT:MAX for each" % ", ".join(missing), EXIT_USAGE)
+            raise RemoteError("build_failed", "inputs %s have dynamic dims; give --shape NAME=MIN:OPT:MAX for each" % ", ".join(missing), EXIT_USAGE)
         profile = builder.create_optimization_profile()
         for item in inputs:
             spec = by_name.get(item["name"])
             if spec is None:
                 continue
             if len(spec[1]) != len(item["shape"]):
-                raise BuildError("build_failed", "--shape %s has rank %d, the input has rank %d %s" % (item["name"], len(spec[1]), len(item["shape"]), item["shape"]), EXIT_USAGE)
+                raise RemoteError("build_failed", "--shape %s has rank %d, the input has rank %d %s" % (item["name"], len(spec[1]), len(item["shape"]), item["shape"]), EXIT_USAGE)
             profile.set_shape(item["name"], spec[1], spec[2], spec[3])
         config.add_optimization_profile(profile)
 
@@ -293,7 +230,7 @@ def build_with_api(trt, args, shapes, device):
     started = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BuildError("build_failed", "TensorRT %s could not build the engine:\n%s" % (trt.__version__, _errors(messages)), EXIT_BUILD_FAILED)
+        raise RemoteError("build_failed", "TensorRT %s could not build the engine:\n%s" % (trt.__version__, _errors(messages)), EXIT_FAILED)
     _write_atomic(args.engine, bytes(serialized))
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -317,7 +254,7 @@ def build_with_trtexec(trtexec, args, shapes):
     try:
         help_text = subprocess.run([trtexec, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60).stdout.decode(errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BuildError("trt_missing", "trtexec at %s does not run: %s" % (trtexec, exc), EXIT_TRT_MISSING)
+        raise RemoteError("trt_missing", "trtexec at %s does not run: %s" % (trtexec, exc), EXIT_MISSING)
     skip_flag = "--skipInference" if "--skipInference" in help_text else ("--buildOnly" if "--buildOnly" in help_text else None)
     cache = None
     if args.timing_cache_dir:
@@ -331,11 +268,11 @@ def build_with_trtexec(trtexec, args, shapes):
     try:
         completed = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TRTEXEC_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise BuildError("build_failed", "trtexec did not finish within %d s" % TRTEXEC_TIMEOUT_S, EXIT_BUILD_FAILED)
+        raise RemoteError("build_failed", "trtexec did not finish within %d s" % TRTEXEC_TIMEOUT_S, EXIT_FAILED)
     log = completed.stdout.decode(errors="replace")
     if completed.returncode != 0 or not os.path.isfile(args.engine):
         lines = [line for line in log.splitlines() if "[E]" in line or "Error" in line] or log.splitlines()
-        raise BuildError("build_failed", "trtexec failed (exit %d):\n%s" % (completed.returncode, "\n".join(lines[-15:])), EXIT_BUILD_FAILED)
+        raise RemoteError("build_failed", "trtexec failed (exit %d):\n%s" % (completed.returncode, "\n".join(lines[-15:])), EXIT_FAILED)
     return dict(parse_trtexec_log(log), builder="trtexec", trtexec=trtexec, build_seconds=round(time.time() - started, 3),
                 timing_cache=cache, argv=argv)
 
@@ -361,26 +298,26 @@ def command_build(args):
         try:
             shapes.append(parse_shape_spec(text))
         except ValueError as exc:
-            raise BuildError("usage", "--shape: %s" % exc, EXIT_USAGE)
+            raise RemoteError("usage", "--shape: %s" % exc, EXIT_USAGE)
     if not os.path.isfile(args.onnx):
-        raise BuildError("usage", "ONNX model %s not found" % args.onnx, EXIT_USAGE)
+        raise RemoteError("usage", "ONNX model %s not found" % args.onnx, EXIT_USAGE)
     devices = cuda_devices()
     device = devices[0] if devices else {}
-    trt, import_error = (None, "not tried (--trtexec only)") if args.trtexec == "only" else _import_tensorrt()
-    meta = {"builder_version": BUILDER_VERSION, "precision": args.precision, "dla_core": args.dla_core,
+    trt, import_error = (None, "not tried (--trtexec only)") if args.trtexec == "only" else import_tensorrt()
+    meta = {"builder_version": PROTOCOL_VERSION, "precision": args.precision, "dla_core": args.dla_core,
             "gpu": device.get("name"), "compute_capability": device.get("compute_capability"),
             "gpu_memory_bytes": device.get("total_memory_bytes"), "machine": platform.machine(),
             "python": platform.python_version(), "workspace_mib": args.workspace_mib,
             "shapes": {s[0]: {"min": s[1], "opt": s[2], "max": s[3]} for s in shapes}}
     if trt is not None:
         if not devices:
-            raise BuildError("no_gpu", "TensorRT %s is installed but no CUDA GPU is usable here (libcuda missing or no device)" % trt.__version__, EXIT_TRT_MISSING)
+            raise RemoteError("no_gpu", "TensorRT %s is installed but no CUDA GPU is usable here (libcuda missing or no device)" % trt.__version__, EXIT_MISSING)
         meta.update(build_with_api(trt, args, shapes, device), tensorrt_version=trt.__version__)
     else:
         trtexec = find_trtexec(args.trtexec_path) if args.trtexec != "never" else None
         if trtexec is None:
-            raise BuildError("trt_missing", "neither TensorRT's Python bindings (%s) nor trtexec are available on this machine; "
-                             "on a Jetson install JetPack's TensorRT (sudo apt install python3-libnvinfer tensorrt), elsewhere pip install tensorrt" % import_error, EXIT_TRT_MISSING)
+            raise RemoteError("trt_missing", "neither TensorRT's Python bindings (%s) nor trtexec are available on this machine; "
+                             "on a Jetson install JetPack's TensorRT (sudo apt install python3-libnvinfer tensorrt), elsewhere pip install tensorrt" % import_error, EXIT_MISSING)
         meta.update(build_with_trtexec(trtexec, args, shapes))
     meta["engine_bytes"] = os.path.getsize(args.engine)
     with open(args.meta, "w") as handle:
@@ -389,9 +326,9 @@ def command_build(args):
 
 
 def command_probe(args):
-    trt, error = _import_tensorrt()
+    trt, error = import_tensorrt()
     devices = cuda_devices()
-    report = {"builder_version": BUILDER_VERSION, "python": platform.python_version(), "machine": platform.machine(),
+    report = {"builder_version": PROTOCOL_VERSION, "python": platform.python_version(), "machine": platform.machine(),
               "tensorrt": trt.__version__ if trt else None, "tensorrt_error": error, "trtexec": find_trtexec(),
               "devices": devices}
     if trt is not None and devices:
@@ -403,10 +340,9 @@ def command_probe(args):
     return 0
 
 
-def make_parser():
-    parser = argparse.ArgumentParser(description="edgekit TensorRT engine builder")
-    sub = parser.add_subparsers(dest="command")
-    build = sub.add_parser("build")
+def add_commands(sub):
+    """Add trt-build and trt-probe to the remote entry point's argument parser."""
+    build = sub.add_parser("trt-build")
     build.add_argument("--onnx", required=True)
     build.add_argument("--engine", required=True)
     build.add_argument("--meta", required=True)
@@ -419,25 +355,4 @@ def make_parser():
     build.add_argument("--opt-level", type=int, default=None, choices=range(0, 6))
     build.add_argument("--trtexec", default="auto", choices=("auto", "never", "only"))
     build.add_argument("--trtexec-path", default=None)
-    sub.add_parser("probe")
-    return parser
-
-
-def main(argv=None):
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else 0
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return command_build(args) if args.command == "build" else command_probe(args)
-    except BuildError as exc:
-        sys.stderr.write("EDGEKIT_BUILDER_ERROR " + json.dumps({"kind": exc.kind, "message": exc.message}) + "\n")
-        return exc.code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sub.add_parser("trt-probe")

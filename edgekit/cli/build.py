@@ -1,0 +1,114 @@
+"""`edgekit build`: one target (with optional device verification) or a matrix of targets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli.app import CONTEXT, cli
+from edgekit.cli.render import PrefixedProgress, RichProgress, print_matrix, print_matrix_errors, print_summary
+from edgekit.types import PRECISIONS
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", "targets", multiple=True,
+              help="Target profile name (see 'edgekit targets') or path to a .toml profile. Repeat to build a matrix into OUT/<target>/.")
+@click.option("-p", "--precision", type=click.Choice(PRECISIONS), help="Numeric precision. Default: the target's. 'dynamic' = int8 weights, float activations (no calibration).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("edgekit-out"), show_default=True, help="Output folder for the artifact and edgekit-report.json.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS", help="Fix an input's shape, e.g. image=1x3x224x224. Repeatable. TensorRT targets also take a range NAME=MIN:OPT:MAX (verified at OPT).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")
+@click.option("--no-verify", is_flag=True, help="Skip verification (the report says 'skipped').")
+@click.option("--samples", type=click.IntRange(1, 1000), default=8, show_default=True, help="Verification samples (taken from --calib when given, else seeded random).")
+@click.option("--runs", type=click.IntRange(1, 100000), help="Timed latency runs. Default: the target's.")
+@click.option("--warmup", type=click.IntRange(0, 10000), help="Warm-up runs before timing. Default: the target's.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random verification inputs.")
+@click.option("-d", "--device", "devices", multiple=True, metavar="NAME",
+              help="Verify on a device (devices.toml name, group, ~/.ssh/config alias, or user@host[:port]). Repeatable; runs concurrently.")
+@click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device (for debugging).")
+@click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
+@click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
+          no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
+          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, as_json: bool, quiet: bool) -> None:
+    """Build MODEL for a target, verify it against onnxruntime, and write a report.
+
+    Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
+    3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error.
+    """
+    from edgekit.modelio import parse_input_shapes
+    from edgekit.pipeline import build as run_build
+    from edgekit.report import report_to_dict
+    from edgekit.types import BuildOptions
+
+    options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
+                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
+    shapes, options.input_shape_ranges = parse_input_shapes(input_shapes)
+    transports, device_list = device_transports(devices, keep_remote)
+    targets = _target_for(targets, device_list)
+    if len(targets) > 1:
+        if transports:
+            raise click.UsageError("--device verifies one target's artifact; build a matrix without --device, or one target per command")
+        _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
+                      input_shapes=shapes, options=options, keep_work=keep_work)
+        return
+    progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
+    try:
+        report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir, transports=transports,
+                           input_shapes=shapes, options=options, progress=progress, keep_work=keep_work)
+    finally:
+        progress.close()
+    data = report_to_dict(report)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif not quiet:
+        print_summary(data, report.report_path)
+    if report.verification.status == "failed":
+        sys.exit(1)
+
+
+def device_transports(specs: tuple[str, ...], keep_remote: bool) -> tuple[list, list]:
+    """SSH transports for --device values (names, groups, aliases, user@host), and the devices."""
+    if not specs:
+        return [], []
+    from edgekit.devices import resolve_devices
+    from edgekit.transport.ssh import SSHTransport
+
+    devices = resolve_devices(list(specs))
+    return [SSHTransport(d, keep_remote=keep_remote) for d in devices], devices
+
+
+def _target_for(targets: tuple[str, ...], devices: list) -> tuple[str, ...]:
+    """--target as given, or the one target the devices name in devices.toml."""
+    if targets:
+        return targets
+    named = {d.target for d in devices}
+    if not devices:
+        raise click.UsageError("Missing option '-t' / '--target' (or give --device with a target in devices.toml)")
+    if len(named) != 1 or None in named:
+        raise click.UsageError("give --target: the devices do not name one common target in devices.toml")
+    return (named.pop(),)
+
+
+def _build_matrix(model: Path, targets: list[str], out_dir: Path, as_json: bool, quiet: bool, **kwargs: Any) -> None:
+    from edgekit.matrix import build_matrix, exit_code
+    from edgekit.report import report_to_dict
+
+    # each build gets its own options object: the pipeline fills in per-build fields
+    options = kwargs.pop("options")
+    results = build_matrix(model, targets, out_dir, progress_for=lambda target: PrefixedProgress(target, quiet or as_json), **kwargs,
+                           options_factory=lambda: dataclasses.replace(options))
+    if as_json:
+        click.echo(json.dumps([report_to_dict(r.report) if r.report else {"target": r.target, **r.row()} for r in results], indent=2))
+    elif not quiet:
+        print_matrix(model, results)
+    print_matrix_errors(results)
+    sys.exit(exit_code(results))

@@ -1,0 +1,187 @@
+"""Everything the CLI prints for people (rich tables, progress, errors). Commands decide what to show; this
+module decides how it looks. Machine-readable output (--json) bypasses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STATUS_COLOURS = {"passed": "green", "failed": "red", "skipped": "yellow"}
+
+
+def console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def print_error(exc: Any) -> None:
+    from rich.markup import escape
+
+    err = console()
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _table(*columns: str, title: str, right: tuple[str, ...] = ()) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    return table
+
+
+class RichProgress:
+    """Stage-by-stage progress on stderr: a spinner while a stage runs, a line when it ends."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.console = console()
+        self.status = None
+
+    def stage_started(self, name: str, description: str) -> None:
+        if self.quiet:
+            return
+        self._stop()
+        self.status = self.console.status(f"[bold]{name}[/]: {description}...")
+        self.status.start()
+
+    def stage_finished(self, record: Any) -> None:
+        if self.quiet:
+            return
+        self._stop()
+        tool = f" [dim]({record.tool}{' ' + record.tool_version if record.tool_version else ''})[/]" if record.tool else ""
+        status = record.detail.get("status")
+        mark = {"failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}.get(status, "[green]✓[/]")
+        self.console.print(f"{mark} {record.name:<9} {record.seconds:7.2f} s{tool}")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"  [dim]{text}[/]")
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def close(self) -> None:
+        self._stop()
+
+
+class PrefixedProgress:
+    """One line per finished stage, prefixed with the target; safe with builds in parallel."""
+
+    def __init__(self, target: str, quiet: bool) -> None:
+        self.target, self.quiet, self.console = target, quiet, console()
+
+    def stage_started(self, name: str, description: str) -> None:
+        pass
+
+    def stage_finished(self, record: Any) -> None:
+        if not self.quiet:
+            self.console.print(f"[cyan]{self.target:<14}[/] {record.name:<9} {record.seconds:7.2f} s")
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
+    from rich.markup import escape
+
+    out = console(stderr=False)
+    verification = report["verification"]
+    table = _table("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "result",
+                   title=f"{Path(report['source_model']).name} → {report['target']} ({report['backend']}, {report['precision']})",
+                   right=("max abs err", "mean abs err", "cosine", "SQNR dB"))
+    for output in verification["outputs"]:
+        result = "[green]pass[/]" if output["passed"] else "[red]FAIL[/]"
+        table.add_row(output["name"], fmt(output["max_abs_error"]), fmt(output["mean_abs_error"]), fmt(output["cosine"], 6), fmt(output["sqnr_db"]), result)
+    if verification["outputs"]:
+        out.print(table)
+    status = verification["status"]
+    where = verification.get("device") or verification["where"]
+    out.print(f"artifact     {report['artifact']}  ({report['artifact_bytes'] / 1024:.1f} KiB)")
+    out.print(f"verification [{STATUS_COLOURS[status]}]{status}[/] on {where}" + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
+    others = report.get("verifications") or []
+    for other in others if len(others) > 1 else []:
+        p50 = (other.get("latency_ms") or {}).get("p50")
+        out.print(f"  device {other.get('device')}: [{STATUS_COLOURS[other['status']]}]{other['status']}[/]" + (f", p50 {p50:.3f} ms" if p50 else "")
+                  + (f" ({escape(other['reason'])})" if other.get("reason") else ""), soft_wrap=True)
+    if verification.get("reason"):
+        out.print(f"             {escape(verification['reason'])}", soft_wrap=True)
+    latency = verification.get("latency_ms")
+    if latency:
+        out.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)")
+    cached = report.get("cache") or {}
+    if cached.get("hit"):
+        out.print(f"cache        hit ({cached['key'][:12]}): restored, nothing rebuilt; --no-cache forces a rebuild")
+    if report_path:
+        out.print(f"report       {report_path}")
+
+
+def print_matrix(model: Path, results: list[Any]) -> None:
+    numbers = ("size KiB", "p50 ms", "min SQNR dB", "min cosine")
+    table = _table("target", "backend", "precision", *numbers, "verification", title=f"{model.name}: {len(results)} targets", right=numbers)
+    for result in results:
+        row = result.row()
+        if "error" in row:
+            table.add_row(row["target"], "", "", "", "", "", "", f"[red]error {row['exit_code']}[/]")
+            continue
+        table.add_row(row["target"], row["backend"], row["precision"], f"{row['artifact_bytes'] / 1024:.1f}",
+                      fmt(row["latency_p50_ms"]) if row["latency_p50_ms"] is not None else "-",
+                      fmt(row["min_sqnr_db"]) if row["min_sqnr_db"] is not None else "-",
+                      fmt(row["min_cosine"], 6) if row["min_cosine"] is not None else "-",
+                      f"[{STATUS_COLOURS[row['status']]}]{row['status']}[/]" + (" (cached)" if row["cache_hit"] else ""))
+    console(stderr=False).print(table)
+
+
+def print_matrix_errors(results: list[Any]) -> None:
+    from rich.markup import escape
+
+    for result in results:
+        if result.error is not None:
+            console().print(f"[bold red]error[/] ({result.target}): {escape(str(result.error))}", soft_wrap=True)
+
+
+def print_inspection(info: dict[str, Any], target: str | None) -> None:
+    out = console(stderr=False)
+    out.print(f"[bold]{info['path']}[/]  opset {info['opset']}  {info['bytes'] / 1024:.1f} KiB  {info['parameters']:,} parameters  {info['nodes']} nodes")
+    io_table = _table("", "name", "shape", "dtype", title="tensors")
+    for kind in ("inputs", "outputs"):
+        for tensor in info[kind]:
+            io_table.add_row(kind[:-1], tensor["name"], str(tensor["shape"]), tensor["dtype"])
+    out.print(io_table)
+    ops = _table("op", "count", title="ops")
+    for op, count in info["ops"].items():
+        ops.add_row(op, str(count))
+    out.print(ops)
+    if not target:
+        return
+    if info["unsupported"]:
+        out.print(f"[red]ops the {info['backend']} backend ({info['target']}) cannot take:[/]")
+        for line in info["unsupported"]:
+            out.print(f"  {line}")
+    elif info.get("backend_note"):
+        out.print(f"[yellow]{info['backend_note']}[/]")
+    else:
+        out.print(f"[green]no ops known to block the {info['backend']} backend ({info['target']})[/]")
+
+
+def print_probe(device_name: str, probe: dict[str, Any]) -> None:
+    import click
+
+    click.echo(f"{device_name}: {probe['system']} {probe['release']} {probe['machine']}, Python {probe['python']}, numpy {probe.get('numpy') or 'MISSING'}")
+    free = probe.get("free_disk_bytes")
+    click.echo(f"  free disk in work_dir: {free / 1024**3:.1f} GiB" if free is not None else "  free disk: unknown")
+    for runtime, version in probe["runtimes"].items():
+        click.echo(f"  {runtime:<16} {version or '-'}")
+    if probe.get("trtexec"):
+        click.echo(f"  trtexec          {probe['trtexec']}")
