@@ -1,0 +1,220 @@
+"""One zoo cell = one model built for one target at one precision by the real CLI in a subprocess,
+classified from its exit code, its JSON report and its stderr.
+
+int8 cells are calibrated on ``calib.npz``; the CLI then verifies on the head of that same set, which flatters
+int8, so the cell's verdict comes from a second check on the held-out ``verify.npz``: ``edgekit verify`` on a copy
+of the build whose report names verify.npz as its input source. Every other precision is verified by the build
+itself on verify.npz (calibration data plays no part in fp32/fp16 builds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.zoo.prepare import VERIFICATION, Prepared
+
+ROOT = Path(__file__).resolve().parents[2]
+LATENCY = ["--runs", "10", "--warmup", "2"]
+PASS, FAILED, REFUSED, TOOL, CRASH, TIMEOUT, SKIPPED, UNVERIFIED = (
+    "pass", "failed verification", "refused", "tool failure", "crash", "timeout", "skipped", "built, not verified")
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.precision}"
+
+
+@dataclass
+class Outcome:
+    model: str
+    target: str
+    precision: str
+    status: str
+    detail: str = ""
+    worst_sqnr_db: float | None = None
+    worst_output: str | None = None
+    seconds: float | None = None
+    artifact_bytes: int | None = None
+    exit_code: int | None = None
+    cache: bool = False
+    stages: dict[str, float] = field(default_factory=dict)
+    outputs: list[dict] = field(default_factory=list)
+    in_sample: dict | None = None  # int8 only: what the build's own (in-sample) verification said
+    command: list[str] = field(default_factory=list)
+    stderr_tail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _run(command: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str, float]:
+    """Run in its own process group; on timeout kill the whole group (converters spawn children)."""
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err, time.perf_counter() - started
+    return proc.returncode, out, err, time.perf_counter() - started
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The CLI's 'error: ...' message (first line first), without progress lines or warnings."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("error:"):
+            return [line[len("error:"):].strip(), *lines[i + 1 :]]
+    return []
+
+
+def _traceback(stderr: str) -> str | None:
+    if "Traceback (most recent call last)" not in stderr:
+        return None
+    last = [line for line in stderr.strip().splitlines() if line.strip()]
+    return last[-1].strip() if last else "traceback"
+
+
+def worst(outputs: list[dict]) -> tuple[float | None, str | None]:
+    scored = [(o["sqnr_db"] if isinstance(o["sqnr_db"], (int, float)) else float("-inf"), o["name"]) for o in outputs]
+    if not scored:
+        return None, None
+    value, name = min(scored)
+    return value, name
+
+
+def _failures(outputs: list[dict]) -> str:
+    parts = []
+    for o in outputs:
+        if not o.get("passed"):
+            parts.append(f"{o['name']}: " + "; ".join(o.get("failures") or ["failed"]))
+    return " | ".join(parts)
+
+
+def build_command(prepared: Prepared, cell: Cell, out: Path) -> list[str]:
+    data = prepared.calib if cell.precision == "int8" else prepared.verify
+    command = [sys.executable, "-m", "edgekit.cli", "build", str(prepared.onnx), "--target", cell.target, "--precision", cell.precision,
+               "--calib", str(data), "--samples", str(VERIFICATION), *LATENCY, "--no-cache", "--json", "-o", str(out)]
+    for name, dims in dynamic_input_shapes(prepared).items():
+        command += ["--input-shape", f"{name}={'x'.join(str(d) for d in dims)}"]
+    return command
+
+
+def dynamic_input_shapes(prepared: Prepared) -> dict[str, tuple[int, ...]]:
+    """--input-shape for inputs whose declared dims are symbolic, taken from the sample data's shape."""
+    import onnx
+
+    model = onnx.load(str(prepared.onnx), load_external_data=False)
+    shapes = {}
+    for value in model.graph.input:
+        if value.name == prepared.model.input_name:
+            dims = value.type.tensor_type.shape.dim
+            if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+                shapes[value.name] = prepared.model.input_shape
+    return shapes
+
+
+def classify(model: str, cell: Cell, code: int | None, stdout: str, stderr: str, seconds: float, command: list[str]) -> Outcome:
+    outcome = Outcome(model, cell.target, cell.precision, CRASH, seconds=round(seconds, 2), exit_code=code, command=command,
+                      stderr_tail="\n".join(stderr.strip().splitlines()[-15:]))
+    if code is None:
+        outcome.status, outcome.detail = TIMEOUT, f"killed after {seconds:.0f} s"
+        return outcome
+    if code < 0:
+        outcome.detail = f"killed by {signal.Signals(-code).name}"
+        return outcome
+    if code in (3, 4, 5, 6):
+        lines = _error_lines(stderr)
+        if not lines:
+            outcome.detail = f"exit {code} without an edgekit error message" + (f": {_traceback(stderr)}" if _traceback(stderr) else "")
+            return outcome
+        outcome.status = REFUSED if code in (3, 5) else TOOL if code == 4 else "device error"
+        stage = next((m.group(1) for line in lines if (m := re.search(r"\(stage '(\w+)' failed", line))), None)
+        outcome.detail = (f"{stage}: " if stage and not lines[0].startswith(f"{stage}:") else "") + lines[0]
+        return outcome
+    if code not in (0, 1):
+        trace = _traceback(stderr)
+        outcome.detail = f"exit {code}" + (f": {trace}" if trace else "")
+        return outcome
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        outcome.detail = f"exit {code} with unparseable JSON on stdout" + (f"; {_traceback(stderr)}" if _traceback(stderr) else "")
+        return outcome
+    return _from_report(outcome, report)
+
+
+def _from_report(outcome: Outcome, report: dict) -> Outcome:
+    verification = report["verification"]
+    outcome.artifact_bytes = report.get("artifact_bytes")
+    outcome.stages = {s["name"]: s["seconds"] for s in report.get("stages", [])}
+    outcome.outputs = verification.get("outputs") or []
+    outcome.cache = bool((report.get("cache") or {}).get("hit"))
+    outcome.worst_sqnr_db, outcome.worst_output = worst(outcome.outputs)
+    status = verification["status"]
+    if status == "passed":
+        outcome.status = PASS
+    elif status == "failed":
+        outcome.status, outcome.detail = FAILED, _failures(outcome.outputs) or verification.get("reason") or ""
+    else:
+        outcome.status, outcome.detail = UNVERIFIED, verification.get("reason") or "verification skipped"
+    return outcome
+
+
+def heldout_check(outcome: Outcome, prepared: Prepared, out: Path, timeout: float) -> Outcome:
+    """Re-verify an int8 build on verify.npz with `edgekit verify` (a copy of the build, its report's input
+    source pointed at the held-out file); the held-out result becomes the cell's verdict."""
+    if outcome.status not in (PASS, FAILED):
+        return outcome
+    copy = out.parent / f"{out.name}-heldout"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".edgekit-work-*"))
+    report_path = copy / "edgekit-report.json"
+    report = json.loads(report_path.read_text())
+    report["verification"]["input_source"] = f"calibration:{prepared.verify}"
+    report["verification"]["samples"] = VERIFICATION
+    report_path.write_text(json.dumps(report, indent=2))
+    command = [sys.executable, "-m", "edgekit.cli", "verify", str(copy), "--model", str(prepared.onnx), "--json"]
+    code, stdout, stderr, seconds = _run(command, timeout, out.parent)
+    outcome.in_sample = {"status": outcome.status, "worst_sqnr_db": outcome.worst_sqnr_db, "worst_output": outcome.worst_output,
+                         "detail": outcome.detail, "outputs": outcome.outputs}
+    checked = classify(outcome.model, Cell(outcome.target, outcome.precision), code, stdout, stderr, seconds, command)
+    if checked.status not in (PASS, FAILED):
+        outcome.status, outcome.detail = checked.status, f"held-out re-verification: {checked.detail}"
+        return outcome
+    outcome.status, outcome.detail, outcome.outputs = checked.status, checked.detail, checked.outputs
+    outcome.worst_sqnr_db, outcome.worst_output = checked.worst_sqnr_db, checked.worst_output
+    verified_on = json.loads(stdout)["verification"].get("input_source", "")
+    if not verified_on.endswith(str(prepared.verify)):
+        raise RuntimeError(f"held-out check verified on {verified_on!r}, not {prepared.verify}")
+    return outcome
+
+
+def run_cell(prepared: Prepared, cell: Cell, work: Path, timeout: float) -> Outcome:
+    out = work / prepared.model.name / f"{cell.target}-{cell.precision}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.parent / f"{out.name}-heldout", ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = build_command(prepared, cell, out)
+    code, stdout, stderr, seconds = _run(command, timeout, out.parent)
+    outcome = classify(prepared.model.name, cell, code, stdout, stderr, seconds, command)
+    if cell.precision == "int8":
+        outcome = heldout_check(outcome, prepared, out, timeout)
+    return outcome
