@@ -10,6 +10,7 @@ itself on verify.npz (calibration data plays no part in fp32/fp16 builds).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -58,7 +59,11 @@ class Outcome:
     stderr_tail: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        value = self.worst_sqnr_db
+        if isinstance(value, float) and not math.isfinite(value):
+            data["worst_sqnr_db"] = str(value)  # like the report: JSON has no inf/nan
+        return data
 
 
 def _run(command: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str, float]:
@@ -76,13 +81,33 @@ def _run(command: list[str], timeout: float, cwd: Path) -> tuple[int | None, str
 
 
 def _error_lines(stderr: str) -> list[str]:
-    """The CLI's 'error: ...' message (first line first), without progress lines or warnings."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
-    lines = text.splitlines()
+    """The CLI's 'error: ...' message, up to its hint (first line first), without progress lines."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", stderr).splitlines()
     for i, line in enumerate(lines):
         if line.startswith("error:"):
-            return [line[len("error:"):].strip(), *lines[i + 1 :]]
+            block = [line[len("error:"):].strip()]
+            for more in lines[i + 1 :]:
+                if more.startswith("hint:"):
+                    break
+                block.append(more)
+            return block
     return []
+
+
+_EXCEPTION = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Failure)|RuntimeError|AssertionError)\b.*")
+
+
+def error_summary(lines: list[str]) -> str:
+    """First line of the message; when it ends in ':' the list that follows (ops, ...), and when the message quotes
+    a tool's log, the last exception line of that log: the line that says what went wrong."""
+    first = lines[0].strip()
+    rest = [line.strip() for line in lines[1:] if line.strip() and not line.strip().startswith("(stage '")]
+    if first.endswith(":") and rest:
+        first += " " + "; ".join(rest[:4]) + (f"; ... ({len(rest)} lines)" if len(rest) > 4 else "")
+    exceptions = [line.strip() for line in lines[1:] if _EXCEPTION.match(line)]
+    if exceptions and exceptions[-1] not in first:
+        first += f" [{exceptions[-1]}]"
+    return first
 
 
 def _traceback(stderr: str) -> str | None:
@@ -92,11 +117,17 @@ def _traceback(stderr: str) -> str | None:
     return last[-1].strip() if last else "traceback"
 
 
+def sqnr_value(value) -> float:
+    """The report writes non-finite metrics as the strings "inf", "-inf", "nan"."""
+    return float(value) if isinstance(value, (int, float, str)) else float("nan")
+
+
 def worst(outputs: list[dict]) -> tuple[float | None, str | None]:
-    scored = [(o["sqnr_db"] if isinstance(o["sqnr_db"], (int, float)) else float("-inf"), o["name"]) for o in outputs]
-    if not scored:
+    """The lowest SQNR over outputs (NaN counts as the worst), and that output's name."""
+    if not outputs:
         return None, None
-    value, name = min(scored)
+    scored = [(sqnr_value(o["sqnr_db"]), o["name"]) for o in outputs]
+    value, name = min(scored, key=lambda item: float("-inf") if item[0] != item[0] else item[0])
     return value, name
 
 
@@ -147,7 +178,8 @@ def classify(model: str, cell: Cell, code: int | None, stdout: str, stderr: str,
             return outcome
         outcome.status = REFUSED if code in (3, 5) else TOOL if code == 4 else "device error"
         stage = next((m.group(1) for line in lines if (m := re.search(r"\(stage '(\w+)' failed", line))), None)
-        outcome.detail = (f"{stage}: " if stage and not lines[0].startswith(f"{stage}:") else "") + lines[0]
+        summary = error_summary(lines)
+        outcome.detail = (f"{stage}: " if stage and not summary.startswith(f"{stage}:") else "") + summary
         return outcome
     if code not in (0, 1):
         trace = _traceback(stderr)

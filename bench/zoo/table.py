@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.zoo.cells import CRASH, FAILED, PASS, REFUSED, SKIPPED, TIMEOUT, TOOL, UNVERIFIED, Cell
+from bench.zoo.cells import CRASH, FAILED, PASS, REFUSED, SKIPPED, TIMEOUT, TOOL, UNVERIFIED, Cell, sqnr_value
 
 MAX_REASON = 70
 
@@ -13,11 +13,12 @@ def _short(text: str) -> str:
 
 
 def cell_text(row: dict) -> str:
-    status, sqnr = row["status"], row.get("worst_sqnr_db")
+    status = row["status"]
+    sqnr = sqnr_value(row["worst_sqnr_db"]) if row.get("worst_sqnr_db") is not None else None
     if status == PASS:
         return f"pass {sqnr:.1f} dB"
     if status == FAILED:
-        where = f"{row['worst_output']}: SQNR {sqnr:.1f} dB" if isinstance(sqnr, (int, float)) else _short(row["detail"])
+        where = f"{row['worst_output']}: SQNR {sqnr:.1f} dB" if sqnr is not None else _short(row["detail"])
         return f"**failed** {_short(where)}"
     if status in (REFUSED, TOOL, SKIPPED, UNVERIFIED, TIMEOUT):
         return f"{status}: {_short(row['detail'])}"
