@@ -30,7 +30,7 @@ from bench.zoo import zoo_dir  # noqa: E402
 from bench.zoo.cells import SKIPPED, Cell, Outcome, run_cell  # noqa: E402
 from bench.zoo.models import MODELS  # noqa: E402
 from bench.zoo.prepare import prepare  # noqa: E402
-from bench.zoo.table import markdown  # noqa: E402
+from bench.zoo.table import markdown, update_readme  # noqa: E402
 
 CELLS = [Cell("android", "fp32"), Cell("android", "int8"), Cell("arm-ncnn", "fp16"), Cell("arm-ncnn", "int8"), Cell("ios", "fp16")]
 GPU_CELLS = [Cell("jetson", "fp16"), Cell("jetson", "int8")]
@@ -56,6 +56,20 @@ def tool_versions() -> dict:
             "host_runtimes": info.get("host_runtimes")}
 
 
+def merge(paths: list[Path], out: Path) -> Path:
+    """One results file from runs over disjoint model sets (e.g. run side by side); rows and models concatenated."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    combined = {**parts[0], "models": {}, "rows": [], "merged_from": [p.name for p in paths],
+                "total_seconds": max(p["total_seconds"] for p in parts), "prepare_seconds": max(p["prepare_seconds"] for p in parts)}
+    for part in parts:
+        if set(part["models"]) & set(combined["models"]):
+            raise SystemExit(f"--merge: model sets overlap: {sorted(set(part['models']) & set(combined['models']))}")
+        combined["models"].update(part["models"])
+        combined["rows"] += part["rows"]
+    out.write_text(json.dumps(combined, indent=2) + "\n")
+    return out
+
+
 def write_table(result: dict, json_path: Path) -> str:
     """zoo.md beside the JSON: the table, generated from the results (never edited by hand)."""
     cells = [Cell(*label.split(" ")) for label in result["cells"]]
@@ -76,10 +90,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zoo.json")
     parser.add_argument("--work", type=Path, help="build folders (default $EDGEKIT_ZOO_DIR/runs)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the Markdown table of an existing results file")
+    parser.add_argument("--readme", action="store_true", help="also put the table into README.md (between the zoo-table markers)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="combine results files of disjoint model sets into --out")
     args = parser.parse_args()
+    if args.merge:
+        args.render = merge(args.merge, args.out)
     if args.render:
         result = json.loads(args.render.read_text())
         print(write_table(result, args.render))
+        if args.readme:
+            update_readme(ROOT / "README.md", args.render.with_suffix(".md").read_text(), args.render.relative_to(ROOT).as_posix())
         return 0
 
     zoo = zoo_dir()
@@ -121,6 +141,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(write_table(result, args.out))
+    if args.readme:
+        update_readme(ROOT / "README.md", args.out.with_suffix(".md").read_text(), args.out.resolve().relative_to(ROOT).as_posix())
     print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
     return 0
 
