@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.zoo.cells import FAILED, PASS, Cell, run_cell
+from bench.zoo.cells import FAILED, PASS, TOOL, Cell, run_cell
 from bench.zoo.export import ExportMismatch, export_and_check
 from bench.zoo.fetch import FetchError, _safe_member, download, extract
 from bench.zoo.manifest import WHEELS, ManifestMismatch, Wheel
@@ -26,6 +26,13 @@ CI_MODELS = [name for name, model in MODELS.items() if model.ci]
 LIGHT = [name for name in CI_MODELS if name.startswith("light_")]
 REAL = [name for name in CI_MODELS if not name.startswith("light_")]
 FP16_MIN_SQNR = 25.0  # arm-ncnn's fp16 tolerance (edgekit's default profile)
+# Failures the baseline found (bench/zoo/BASELINE.md): asserted as they are, so a fix shows up as a failing test
+# here -- then delete the entry and the model is held to passing.
+PNNX_INITIALIZER_INPUT = "expect ["  # pnnx takes an initializer still listed in graph.input (IR 3 models) for the input
+KNOWN_FAILURES = {"light_densenet121": PNNX_INITIALIZER_INPUT, "light_inception_v1": PNNX_INITIALIZER_INPUT,
+                  "light_squeezenet": PNNX_INITIALIZER_INPUT}
+# The biggest light models (folded weights of 240-550 MB) take 40-90 s each: outside the file's time budget, still in CI.
+SLOW = {"light_alexnet", "light_vgg19", "light_zfnet512"}
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +52,14 @@ def test_ci_suite_holds_the_light_models_and_a_real_one() -> None:
     assert all(MODELS[name].source.startswith("export:mtcnn") for name in REAL)
 
 
-@pytest.mark.parametrize("name", CI_MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CI_MODELS])
 def test_builds_and_verifies_on_realistic_data(zoo: dict, name: str, tmp_path: Path) -> None:
     """arm-ncnn fp16 through the real CLI, verified against onnxruntime on verify.npz."""
     outcome = run_cell(zoo[name], Cell("arm-ncnn", "fp16"), tmp_path, timeout=600)
+    if name in KNOWN_FAILURES:
+        assert outcome.status == TOOL and KNOWN_FAILURES[name] in outcome.stderr_tail, (
+            f"{name} no longer fails as the baseline recorded; remove it from KNOWN_FAILURES", outcome.status, outcome.detail)
+        return
     assert outcome.status == PASS, (outcome.status, outcome.detail, outcome.stderr_tail)
     assert outcome.worst_sqnr_db >= FP16_MIN_SQNR
     assert outcome.outputs and all(o["passed"] for o in outcome.outputs)

@@ -55,6 +55,7 @@ class Outcome:
     stages: dict[str, float] = field(default_factory=dict)
     outputs: list[dict] = field(default_factory=list)
     in_sample: dict | None = None  # int8 only: what the build's own (in-sample) verification said
+    intermediate: dict | None = None  # Core ML: the PyTorch step's check against onnxruntime (the .mlpackage runs only on Apple systems)
     command: list[str] = field(default_factory=list)
     stderr_tail: str = ""
 
@@ -98,13 +99,17 @@ _EXCEPTION = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Failure)|RuntimeE
 
 
 def error_summary(lines: list[str]) -> str:
-    """First line of the message; when it ends in ':' the list that follows (ops, ...), and when the message quotes
-    a tool's log, the last exception line of that log: the line that says what went wrong."""
+    """What went wrong, in one line: the message's first line (a quoted tool log's "Log tail:" replaced by the line
+    of that log that says what failed: its last exception line, else its last line), plus the list that follows a
+    first line ending in ':' (ops, ...)."""
     first = lines[0].strip()
     rest = [line.strip() for line in lines[1:] if line.strip() and not line.strip().startswith("(stage '")]
+    exceptions = [line.strip() for line in lines[1:] if _EXCEPTION.match(line)]
+    if first.lower().endswith("log tail:"):
+        key = exceptions[-1] if exceptions else (rest[-1] if rest else "")
+        return first[: -len("log tail:")].rstrip(" .:") + (f": {key}" if key else " (empty log)")
     if first.endswith(":") and rest:
         first += " " + "; ".join(rest[:4]) + (f"; ... ({len(rest)} lines)" if len(rest) > 4 else "")
-    exceptions = [line.strip() for line in lines[1:] if _EXCEPTION.match(line)]
     if exceptions and exceptions[-1] not in first:
         first += f" [{exceptions[-1]}]"
     return first
@@ -164,7 +169,7 @@ def dynamic_input_shapes(prepared: Prepared) -> dict[str, tuple[int, ...]]:
 
 def classify(model: str, cell: Cell, code: int | None, stdout: str, stderr: str, seconds: float, command: list[str]) -> Outcome:
     outcome = Outcome(model, cell.target, cell.precision, CRASH, seconds=round(seconds, 2), exit_code=code, command=command,
-                      stderr_tail="\n".join(stderr.strip().splitlines()[-15:]))
+                      stderr_tail="\n".join(stderr.strip().splitlines()[-40:]))
     if code is None:
         outcome.status, outcome.detail = TIMEOUT, f"killed after {seconds:.0f} s"
         return outcome
@@ -207,7 +212,29 @@ def _from_report(outcome: Outcome, report: dict) -> Outcome:
         outcome.status, outcome.detail = FAILED, _failures(outcome.outputs) or verification.get("reason") or ""
     else:
         outcome.status, outcome.detail = UNVERIFIED, verification.get("reason") or "verification skipped"
+    checks = [c for s in report.get("stages", []) for c in ((s.get("detail") or {}).get("intermediate_check") or {}).get("checks", [])]
+    if checks:
+        sqnr, name = worst([o for c in checks for o in c["outputs"]])
+        outcome.intermediate = {"passed": all(c["passed"] for c in checks), "steps": [c["step"] for c in checks],
+                                "worst_sqnr_db": str(sqnr) if not math.isfinite(sqnr) else sqnr, "worst_output": name}
     return outcome
+
+
+def refresh_detail(row: dict) -> dict:
+    """Re-summarize a refused/tool-failure row from its recorded stderr tail (after the summary rules improve)."""
+    if row["status"] not in (REFUSED, TOOL):
+        return row
+    tail = row.get("stderr_tail") or ""
+    lines = _error_lines(tail)
+    stage = row["detail"].split(":", 1)[0]
+    if lines:
+        summary = error_summary(lines)
+    elif "Log tail:" in row["detail"]:  # the message's first line scrolled out of the recorded tail
+        before = [line for line in tail.splitlines() if not line.strip().startswith(("(stage '", "hint:"))]
+        summary = error_summary([row["detail"].split("Log tail:")[0] + "Log tail:", *before])
+    else:
+        return row
+    return {**row, "detail": summary if summary.startswith(f"{stage}:") else f"{stage}: {summary}"}
 
 
 def heldout_check(outcome: Outcome, prepared: Prepared, out: Path, timeout: float) -> Outcome:

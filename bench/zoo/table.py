@@ -7,40 +7,49 @@ from pathlib import Path
 
 from bench.zoo.cells import CRASH, FAILED, PASS, REFUSED, SKIPPED, TIMEOUT, TOOL, UNVERIFIED, Cell, sqnr_value
 
-MAX_REASON = 70
+MAX_REASON = 300
+SHORT = {TOOL: "tool failure", REFUSED: "refused", CRASH: "**crash**", TIMEOUT: "timeout", UNVERIFIED: "built, not run"}
 
 
-def _short(text: str) -> str:
+def _clean(text: str) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
-def cell_text(row: dict) -> str:
+def cell_text(row: dict, reasons: dict[str, int]) -> str:
+    """A short cell; a failure's reason goes into the numbered list under the table (one number per distinct text)."""
     status = row["status"]
     sqnr = sqnr_value(row["worst_sqnr_db"]) if row.get("worst_sqnr_db") is not None else None
     if status == PASS:
         return f"pass {sqnr:.1f} dB"
-    if status == FAILED:
-        where = f"{row['worst_output']}: SQNR {sqnr:.1f} dB" if sqnr is not None else _short(row["detail"])
-        return f"**failed** {_short(where)}"
-    if status in (REFUSED, TOOL, SKIPPED, UNVERIFIED, TIMEOUT):
-        return f"{status}: {_short(row['detail'])}"
-    if status == CRASH:
-        return f"**crash**: {_short(row['detail'])}"
-    return f"{status}: {_short(row.get('detail', ''))}"
+    if status == SKIPPED:
+        return f"skipped: {row['detail']}"
+    if status == FAILED and sqnr is not None:
+        return f"**failed** {row['worst_output']}: SQNR {sqnr:.1f} dB"
+    reason = _clean(row["detail"])
+    number = reasons.setdefault(reason, len(reasons) + 1)
+    label = "**failed**" if status == FAILED else SHORT.get(status, status)
+    if status == UNVERIFIED and row.get("intermediate"):
+        check = row["intermediate"]
+        label += f"; PyTorch step {'passed' if check['passed'] else 'FAILED'} {sqnr_value(check['worst_sqnr_db']):.1f} dB"
+    return f"{label} [{number}]"
 
 
 def markdown(rows: list[dict], cells: list[Cell], models: list[str]) -> str:
     by_key = {(r["model"], r["target"], r["precision"]): r for r in rows}
+    reasons: dict[str, int] = {}
     lines = ["| model | " + " | ".join(c.label for c in cells) + " |", "|---|" + "---|" * len(cells)]
     for model in models:
-        texts = [cell_text(by_key[(model, c.target, c.precision)]) if (model, c.target, c.precision) in by_key else "" for c in cells]
+        texts = [cell_text(by_key[(model, c.target, c.precision)], reasons) if (model, c.target, c.precision) in by_key else "" for c in cells]
         lines.append(f"| {model} | " + " | ".join(texts) + " |")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     lines.append("")
     lines.append("Cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])) + f" (of {len(rows)}).")
+    if reasons:
+        lines.append("")
+        lines += [f"{number}. {reason}" for reason, number in reasons.items()]
     return "\n".join(lines)
 
 
