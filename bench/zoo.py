@@ -99,7 +99,7 @@ def main() -> int:
         result = json.loads(args.render.read_text())
         print(write_table(result, args.render))
         if args.readme:
-            update_readme(ROOT / "README.md", args.render.with_suffix(".md").read_text(), args.render.relative_to(ROOT).as_posix())
+            update_readme(ROOT / "README.md", args.render.with_suffix(".md").read_text(), args.render.resolve().relative_to(ROOT).as_posix())
         return 0
 
     zoo = zoo_dir()
