@@ -31,15 +31,20 @@ ENTRY_FILE = "entry.json"
 STALE_TMP_SECONDS = 6 * 3600
 PIPELINE_TOOLS = ("onnx", "onnxruntime", "onnxsim", "onnxslim", "numpy")
 # Bump when what a build writes changes shape (report fields, artifact naming), so old entries miss.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+
+
+def user_cache(name: str) -> Path:
+    """``name`` under edgekit's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgekit" / name
 
 
 def cache_dir() -> Path:
     configured = os.environ.get("EDGEKIT_CACHE_DIR")
     if configured:
         return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgekit" / "builds"
+    return user_cache("builds")
 
 
 def max_bytes() -> int:

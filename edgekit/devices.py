@@ -9,10 +9,16 @@
     python = "/usr/bin/python3"  # the remote interpreter (name it explicitly: login shells rewrite PATH)
     work_dir = "/tmp/edgekit"    # per-run folders are created inside and removed afterwards
 
+    [devices.pi5-emulated]     # no board: the emulated aarch64 device (`edgekit emulator setup aarch64`)
+    emulator = "aarch64"
+    cpu = "cortex-a76"           # default: the target profile's hardware.emulator_cpu
+    target = "arm"
+
     [groups]
     fleet = ["pi5", "orin"]
 
-Looked up in $EDGEKIT_DEVICES, ./devices.toml, then ~/.config/edgekit/devices.toml.
+Looked up in $EDGEKIT_DEVICES, ./devices.toml, then ~/.config/edgekit/devices.toml. Two names need no
+entry: ``host`` (this machine, to compare beside devices) and ``emu:ARCH[:CPU]`` (an emulated device).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ DEVICE_KEYS = {
     "host", "port", "user", "key_file", "known_hosts", "jump_host", "target", "python", "work_dir",
     "connect_timeout", "upload_timeout", "run_timeout", "lock_timeout", "description",
 }
+EMULATOR_KEYS = {"emulator", "cpu", "target", "run_timeout", "lock_timeout", "description"}
+HOST_NAME, EMULATOR_PREFIX = "host", "emu:"
 _AD_HOC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
 
@@ -53,6 +61,12 @@ class Device:
     lock_timeout: float = 900.0
     description: str = ""
     source: Path | None = field(default=None, compare=False)
+    emulator: str | None = None  # an architecture ("aarch64"): runs under qemu here instead of over SSH
+    cpu: str | None = None  # the emulated CPU model (default: the target profile's)
+
+    @property
+    def is_host(self) -> bool:
+        return self.name == HOST_NAME and not self.host
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +76,7 @@ class Device:
             "jump_host": self.jump_host, "target": self.target, "python": self.python, "work_dir": self.work_dir,
             "timeouts": {"connect": self.connect_timeout, "upload": self.upload_timeout, "run": self.run_timeout, "lock": self.lock_timeout},
             "source": str(self.source) if self.source else None,
+            "emulator": self.emulator, "cpu": self.cpu,
         }
 
 
@@ -89,7 +104,13 @@ def _parse_device(name: str, table: dict[str, Any], source: Path) -> Device:
     prefix = f"devices.{name}"
     if not isinstance(table, dict):
         raise _fail(source, prefix, "must be a table")
+    if name == HOST_NAME or name.startswith(EMULATOR_PREFIX):
+        raise _fail(source, prefix, f"'{HOST_NAME}' and '{EMULATOR_PREFIX}...' are reserved device names; pick another")
+    if "emulator" in table:
+        return _parse_emulated(name, table, source)
     for key in table:
+        if key == "cpu":
+            raise _fail(source, f"{prefix}.cpu", 'only emulated devices take a cpu (add emulator = "aarch64", or remove it)')
         if key not in DEVICE_KEYS:
             close = difflib.get_close_matches(key, sorted(DEVICE_KEYS), n=1)
             raise _fail(source, f"{prefix}.{key}", "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""))
@@ -126,6 +147,37 @@ def _parse_device(name: str, table: dict[str, Any], source: Path) -> Device:
         upload_timeout=number("upload_timeout", 300.0), run_timeout=number("run_timeout", 600.0),
         lock_timeout=number("lock_timeout", 900.0), description=text("description") or "", source=source,
     )
+
+
+def _parse_emulated(name: str, table: dict[str, Any], source: Path) -> Device:
+    from edgekit.emulator import SPECS
+
+    prefix = f"devices.{name}"
+    for key in table:
+        if key not in EMULATOR_KEYS:
+            raise _fail(source, f"{prefix}.{key}", f"an emulated device (emulator = ...) takes only {', '.join(sorted(EMULATOR_KEYS))}")
+    for key in ("emulator", "cpu", "target", "description"):
+        if key in table and not isinstance(table[key], str):
+            raise _fail(source, f"{prefix}.{key}", f"expected a string, got {table[key]!r}")
+    if table["emulator"] not in SPECS:
+        raise _fail(source, f"{prefix}.emulator", f"unknown architecture {table['emulator']!r}; known: {', '.join(SPECS)}")
+    for key in ("run_timeout", "lock_timeout"):
+        value = table.get(key, 600.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise _fail(source, f"{prefix}.{key}", f"expected a positive number of seconds, got {value!r}")
+    return Device(name=name, host="", emulator=table["emulator"], cpu=table.get("cpu"), target=table.get("target"),
+                  run_timeout=float(table.get("run_timeout", 600.0)), lock_timeout=float(table.get("lock_timeout", 900.0)),
+                  description=table.get("description", ""), source=source)
+
+
+def parse_emulated_spec(spec: str) -> Device:
+    """``emu:ARCH`` or ``emu:ARCH:CPU`` (e.g. emu:aarch64:cortex-a72)."""
+    from edgekit.emulator import SPECS
+
+    arch, _, cpu = spec[len(EMULATOR_PREFIX):].partition(":")
+    if arch not in SPECS:
+        raise DeviceError(f"--device {spec!r}: no emulator for '{arch}'", hint=f"known: {', '.join(EMULATOR_PREFIX + a for a in SPECS)}")
+    return Device(name=spec, host="", emulator=arch, cpu=cpu or None)
 
 
 def load_book(path: Path | None = None) -> DeviceBook:
@@ -166,7 +218,11 @@ def resolve_devices(specs: list[str], book: DeviceBook | None = None) -> list[De
     book = book or load_book()
     found: list[Device] = []
     for spec in specs:
-        if spec in book.groups:
+        if spec == HOST_NAME:
+            chosen = [Device(name=HOST_NAME, host="")]
+        elif spec.startswith(EMULATOR_PREFIX):
+            chosen = [parse_emulated_spec(spec)]
+        elif spec in book.groups:
             chosen = [book.devices[name] for name in book.groups[spec]]
         elif spec in book.devices:
             chosen = [book.devices[spec]]

@@ -118,12 +118,33 @@ def _devices(report: dict[str, Any]) -> str:
         env = v.get("environment") or {}
         latency = v.get("latency_ms") or {}
         colour = STATUS_COLOURS.get(v["status"], "#59636e")
-        rows.append(f"<tr><td>{_e(v.get('device') or 'this host')}</td><td>{_e(v['where'])}</td><td>{_e(v.get('runtime') or '–')}</td>"
+        where = f"emulated ({v['cpu']}, qemu {(v.get('emulator') or {}).get('qemu', '?')})" if v["where"] == "emulated" else v["where"]
+        speed = _num(latency.get("p50")) + (" <small>(emulated, not device speed)</small>" if latency.get("emulated") else "")
+        rows.append(f"<tr><td>{_e(v.get('device') or 'this host')}</td><td>{_e(where)}</td><td>{_e(v.get('runtime') or '–')}</td>"
                     f"<td>{_e(' '.join(str(env.get(k)) for k in ('system', 'machine') if env.get(k)) or '–')}</td>"
-                    f"<td>{_e(env.get('python') or '–')}</td><td class=n>{_num(latency.get('p50'))}</td>"
+                    f"<td>{_e(env.get('python') or '–')}</td><td class=n>{speed}</td>"
                     f"<td style='color:{colour}'>{_e(v['status'])}</td><td>{_e(v.get('reason') or '')}</td></tr>")
     return ("<table><tr><th>device</th><th>where</th><th>runtime</th><th>system</th><th>python</th><th>p50 ms</th><th>status</th><th>reason</th></tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + _side_by_side(runs))
+
+
+EMULATED_LATENCY_NOTE = " <small>(emulated under qemu: the translator's speed, not the device's)</small>"
+
+
+def _side_by_side(runs: list[dict[str, Any]]) -> str:
+    """Worst SQNR per output at each place, and each place's difference from the first."""
+    runs = [v for v in runs if v.get("outputs")]
+    if len(runs) < 2:
+        return ""
+    labels = [v.get("device") or v["where"] for v in runs]
+    sqnr = [{o["name"]: o["sqnr_db"] for o in v["outputs"]} for v in runs]
+    head = "".join(f"<th>{_e(label)} SQNR dB</th>" for label in labels) + "".join(f"<th>Δ {_e(label)} − {_e(labels[0])}</th>" for label in labels[1:])
+    rows = []
+    for name in dict.fromkeys(n for here in sqnr for n in here):
+        values = [here.get(name) for here in sqnr]
+        deltas = [v - values[0] if isinstance(v, float) and isinstance(values[0], float) else None for v in values[1:]]
+        rows.append(f"<tr><td><code>{_e(name)}</code></td>" + "".join(f"<td class=n>{_num(x)}</td>" for x in values + deltas) + "</tr>")
+    return f"<h3>Side by side</h3><table><tr><th>output</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -137,8 +158,10 @@ def render(report: dict[str, Any]) -> str:
         ("artifact", f"<code>{_e(report['artifact'])}</code><br>{report['artifact_bytes'] / 1024:.1f} KiB"),
         ("artifact sha256", f"<code>{_e(report['artifact_sha256'][:16])}…</code>"),
         ("source model", f"<code>{_e(model)}</code><br><code>{_e(report['source_model_sha256'][:16])}…</code>"),
-        ("verification", f"{_e(v['status'])} on {_e(v.get('device') or v['where'])}<br>{_e(v.get('runtime') or '')}"),
-        ("latency p50 / p90 / p99", " / ".join(_num(latency.get(k)) for k in ("p50", "p90", "p99")) + " ms" if latency else "not measured"),
+        ("verification", f"{_e(v['status'])} on {_e(v.get('device') or v['where'])}"
+                         + (f" (emulated {_e(v.get('cpu'))})" if v["where"] == "emulated" else "") + f"<br>{_e(v.get('runtime') or '')}"),
+        ("latency p50 / p90 / p99" + (" — emulated, not device speed" if latency.get("emulated") else ""),
+         " / ".join(_num(latency.get(k)) for k in ("p50", "p90", "p99")) + " ms" if latency else "not measured"),
         ("inputs used", f"{_e(v.get('samples'))} samples, {_e(v.get('input_source'))}"),
     ]
     cache = report.get("cache") or {}
@@ -156,7 +179,7 @@ def render(report: dict[str, Any]) -> str:
 <div class="sub">tolerances: {_e(', '.join(f'{k} {val}' for k, val in (v.get('tolerances') or {}).items()))}</div>
 {_verification_table(v) or '<p>No outputs were compared: ' + _e(v.get('reason') or 'verification did not run') + '</p>'}
 <div class="charts">{''.join(_error_histogram(o) for o in v.get('outputs', []))}</div>
-<h2>Latency</h2><div class="charts">{_latency_histogram(latency) or '<p>not measured</p>'}</div>
+<h2>Latency{EMULATED_LATENCY_NOTE if latency.get('emulated') else ''}</h2><div class="charts">{_latency_histogram(latency) or '<p>not measured</p>'}</div>
 <h2>Where it ran</h2>{_devices(report)}
 </body></html>
 """

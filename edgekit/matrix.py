@@ -37,6 +37,10 @@ class MatrixResult:
             "max_abs_error": max((o.max_abs_error for o in outputs), default=None),
             "latency_p50_ms": verification.latency_ms.p50 if verification.latency_ms else None,
             "cache_hit": bool(self.report.cache and self.report.cache.get("hit")),
+            # with --device host --device emu:aarch64: each place's worst SQNR, side by side
+            "places": [{"place": v.device or v.where, "where": v.where, "status": v.status,
+                        "min_sqnr_db": min((o.sqnr_db for o in v.outputs), default=None),
+                        "latency_p50_ms": v.latency_ms.p50 if v.latency_ms else None} for v in self.report.verifications],
         }
 
 
@@ -46,8 +50,12 @@ def default_workers(count: int) -> int:
 
 
 def build_matrix(model: str | Path, targets: list[str], out_dir: str | Path, workers: int | None = None,
-                 progress_for: Any = None, options_factory: Any = None, **build_kwargs: Any) -> list[MatrixResult]:
-    """Build ``model`` for each target into ``out_dir/<target>/``; errors are collected, not raised."""
+                 progress_for: Any = None, options_factory: Any = None, transports_factory: Any = None,
+                 **build_kwargs: Any) -> list[MatrixResult]:
+    """Build ``model`` for each target into ``out_dir/<target>/``; errors are collected, not raised.
+
+    ``transports_factory`` gives each build its own places to verify on (this host, emulators).
+    """
     from edgekit.pipeline import build
 
     out_dir = Path(out_dir)
@@ -57,10 +65,11 @@ def build_matrix(model: str | Path, targets: list[str], out_dir: str | Path, wor
         result = MatrixResult(Path(target).stem, target_dir)
         try:
             progress = progress_for(result.target) if progress_for else None
+            build_kwargs_here = dict(build_kwargs)
             if options_factory is not None:
-                build_kwargs_here = {**build_kwargs, "options": options_factory()}
-            else:
-                build_kwargs_here = build_kwargs
+                build_kwargs_here["options"] = options_factory()
+            if transports_factory is not None:
+                build_kwargs_here["transports"] = transports_factory()
             result.report = build(model, target, out_dir=target_dir, progress=progress, **build_kwargs_here)
         except EdgekitError as exc:
             result.error = exc

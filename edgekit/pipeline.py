@@ -142,6 +142,8 @@ def build(
     # --no-cache skips the lookup but still refreshes the entry with the new build. Builds verified on
     # devices never come from the cache: a device run is a measurement of the device as it is now.
     transports = list(transports or ([transport] if transport is not None else []))
+    for place in transports:
+        place.use_profile(profile)
     key = _cache_key(model, profile, chosen, options, tool_versions, transports)
     if key is not None and options.use_cache and not transports and (entry := cache.lookup(key)) is not None:
         return _restore(entry, options.out_dir, run)
@@ -284,7 +286,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,
             options: BuildOptions, run: _Run, transports: list[Transport]) -> tuple[list[VerificationResult], EdgekitError | None]:
-    where = "device" if transports else "host"
+    where = transports[0].where if transports else "host"
     if not options.verify:
         run.add(StageRecord("verify", 0.0, None, None, {"status": "skipped"}))
         return [VerificationResult.skipped("verification disabled with --no-verify", where=where)], None

@@ -66,6 +66,8 @@ def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
         outputs=[OutputMetrics(**{k: _number(v) for k, v in o.items() if k in fields}) for o in verification.get("outputs", [])],
         latency_ms=LatencyStats(**{k: latency[k] for k in LatencyStats.__dataclass_fields__ if k in latency}) if latency else None,
         environment=verification.get("environment", {}),
+        cpu=verification.get("cpu"),
+        emulator=verification.get("emulator"),
     )
 
 

@@ -89,6 +89,8 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     tolerance = Tolerance(**recorded) if recorded else profile.tolerance_for(data["precision"])
     backend = get_backend(data["backend"], profile)
     latency = data["verification"].get("latency_ms") or {}
+    for place in transports or []:
+        place.use_profile(profile)
     results, error = verify_everywhere(
         artifact, samples, references, tolerance, transports or [LocalTransport()],
         warmup=int(latency.get("warmup", profile.latency_warmup)), runs=int(latency.get("runs", profile.latency_runs)),

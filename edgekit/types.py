@@ -136,6 +136,7 @@ class LatencyStats:
     runs: int
     warmup: int
     times_ms: list[float] = field(default_factory=list)
+    emulated: bool = False  # measured under qemu: the translator's speed, never the device's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,7 +145,7 @@ class LatencyStats:
 @dataclass
 class VerificationResult:
     status: VerificationStatus
-    where: Literal["host", "device"]
+    where: Literal["host", "device", "emulated"]
     runtime: str | None = None
     reason: str | None = None
     device: str | None = None
@@ -154,9 +155,11 @@ class VerificationResult:
     outputs: list[OutputMetrics] = field(default_factory=list)
     latency_ms: LatencyStats | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    cpu: str | None = None  # the emulated CPU model (where == "emulated")
+    emulator: dict[str, Any] | None = None  # {arch, cpu, qemu, python, created_at, lock_sha256} of the emulator used
 
     @classmethod
-    def skipped(cls, reason: str, where: Literal["host", "device"] = "host", **extra: Any) -> VerificationResult:
+    def skipped(cls, reason: str, where: Literal["host", "device", "emulated"] = "host", **extra: Any) -> VerificationResult:
         return cls(status="skipped", where=where, reason=reason, **extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +175,8 @@ class VerificationResult:
             "outputs": [o.to_dict() for o in self.outputs],
             "latency_ms": self.latency_ms.to_dict() if self.latency_ms else None,
             "environment": self.environment,
+            "cpu": self.cpu,
+            "emulator": self.emulator,
         }
 
 

@@ -53,7 +53,8 @@ def verify_artifact(
     """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
     where = transport.where
     base = {"where": where, "device": transport.device_name, "samples": samples.count,
-            "input_source": samples.source, "tolerances": tolerance.to_dict()}
+            "input_source": samples.source, "tolerances": tolerance.to_dict(), **transport.report_fields()}
+    warmup, runs = transport.latency_plan(warmup, runs)
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch_text:
         scratch = Path(scratch_text)
         io = {
@@ -87,17 +88,15 @@ def verify_artifact(
                 timeout=transport.run_timeout,
             )
             if result.signal == "ALRM":
-                place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
-                raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
+                raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {transport.place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
             if result.exit_code == EXIT_MISSING:
                 _, message = script_error(result.stderr)
-                return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)
+                return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {transport.place}: {message}", **base)
             if result.exit_code != 0:
                 # The artifact would not load or run: a verdict on the artifact, not a transport fault.
                 kind, message = script_error(result.stderr)
-                place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
-                return VerificationResult(status="failed", reason=f"the runtime failed {place} ({kind}, exit {result.exit_code}): {message}",
+                return VerificationResult(status="failed", reason=f"the runtime failed {transport.place} ({kind}, exit {result.exit_code}): {message}",
                                           runtime=artifact.runtime, **base)
             transport.download("outputs.npz", scratch / "outputs.npz")
             transport.download("timings.json", scratch / "timings.json")
@@ -124,7 +123,7 @@ def verify_artifact(
                                               or "no outputs were compared")
     latency = LatencyStats(p50=timings["p50"], p90=timings["p90"], p99=timings["p99"], mean=timings["mean"],
                            runs=timings["runs"], warmup=timings["warmup"],
-                           times_ms=[round(t, 4) for t in timings.get("times_ms", [])]) if timings.get("runs") else None
+                           times_ms=[round(t, 4) for t in timings.get("times_ms", [])], emulated=where == "emulated") if timings.get("runs") else None
     runtime_label = timings.get("runtime") or artifact.runtime
     if timings.get("runtime_version"):
         runtime_label = f"{runtime_label} {timings['runtime_version']}"
@@ -158,7 +157,8 @@ def verify_everywhere(
             return verify_artifact(artifact, samples, references, tolerance, transport, warmup=warmup, runs=runs, options=options), None
         except DeviceError as exc:
             skipped = VerificationResult.skipped(f"verification could not run: {exc.message}", where=transport.where,
-                                                 device=transport.device_name, samples=samples.count, input_source=samples.source)
+                                                 device=transport.device_name, samples=samples.count, input_source=samples.source,
+                                                 **transport.report_fields())
             return skipped, exc
 
     if len(transports) == 1:

@@ -20,3 +20,4 @@ def test_wheel_carries_targets_and_runner(tmp_path):
     shipped = {Path(n).name for n in names if "/share/edgekit/targets/" in n}
     assert shipped == {p.name for p in (ROOT / "targets").glob("*.toml")}
     assert "edgekit/remote/runner.py" in names and "edgekit/remote/trt_builder.py" in names and "edgekit/cli/build.py" in names
+    assert "edgekit/emulator/aarch64.lock.json" in names

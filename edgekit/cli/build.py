@@ -30,7 +30,8 @@ from edgekit.types import PRECISIONS
 @click.option("--warmup", type=click.IntRange(0, 10000), help="Warm-up runs before timing. Default: the target's.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random verification inputs.")
 @click.option("-d", "--device", "devices", multiple=True, metavar="NAME",
-              help="Verify on a device (devices.toml name, group, ~/.ssh/config alias, or user@host[:port]). Repeatable; runs concurrently.")
+              help="Verify on a device (devices.toml name, group, ~/.ssh/config alias, or user@host[:port]), an emulated one (emu:aarch64[:CPU]) "
+                   "or this host (host). Repeatable; runs concurrently, results side by side.")
 @click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device (for debugging).")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
@@ -55,10 +56,11 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     transports, device_list = device_transports(devices, keep_remote)
     targets = _target_for(targets, device_list)
     if len(targets) > 1:
-        if transports:
-            raise click.UsageError("--device verifies one target's artifact; build a matrix without --device, or one target per command")
+        if any(not (d.is_host or d.emulator) for d in device_list):
+            raise click.UsageError("a matrix verifies on this host and emulators only (--device host, emu:ARCH); build one target per command for SSH devices")
         _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
-                      input_shapes=shapes, options=options, keep_work=keep_work)
+                      input_shapes=shapes, options=options, keep_work=keep_work,
+                      transports_factory=(lambda: device_transports(devices, keep_remote)[0]) if devices else None)
         return
     progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
     try:
@@ -76,14 +78,14 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
 
 
 def device_transports(specs: tuple[str, ...], keep_remote: bool) -> tuple[list, list]:
-    """SSH transports for --device values (names, groups, aliases, user@host), and the devices."""
+    """Transports for --device values (names, groups, aliases, user@host, host, emu:ARCH), and the devices."""
     if not specs:
         return [], []
     from edgekit.devices import resolve_devices
-    from edgekit.transport.ssh import SSHTransport
+    from edgekit.transport import transport_for
 
     devices = resolve_devices(list(specs))
-    return [SSHTransport(d, keep_remote=keep_remote) for d in devices], devices
+    return [transport_for(d, keep_remote) for d in devices], devices
 
 
 def _target_for(targets: tuple[str, ...], devices: list) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ def devices(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"from {book.source}:")
     for name, device in book.devices.items():
         where = f"{device.user + '@' if device.user else ''}{device.host}{':' + str(device.port) if device.port else ''}"
+        if device.emulator:
+            where = f"emulated {device.emulator}" + (f" ({device.cpu})" if device.cpu else "")
         click.echo(f"  {name:<16} {where:<32} target={device.target or '-':<14} python={device.python}")
     for group, members in book.groups.items():
         click.echo(f"  group {group}: {', '.join(members)}")
@@ -41,11 +43,13 @@ def devices(ctx: click.Context, as_json: bool) -> None:
 def devices_check(name: str, as_json: bool) -> None:
     """Connect to NAME and report what it has: OS, arch, python, runtimes, free disk."""
     from edgekit.devices import resolve_devices
-    from edgekit.transport.ssh import SSHTransport
+    from edgekit.transport import transport_for
     from edgekit.verify import probe
 
-    results = {device.name: probe(SSHTransport(device), device.work_dir, timeout=device.connect_timeout + 120)
-               for device in resolve_devices([name])}
+    results = {}
+    for device in resolve_devices([name]):
+        transport = transport_for(device)
+        results[device.name] = probe(transport, device.work_dir if transport.where == "device" else ".", timeout=device.connect_timeout + 120)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

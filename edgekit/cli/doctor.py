@@ -31,7 +31,11 @@ def doctor(as_json: bool) -> None:
         host = probe(LocalTransport())
     except EdgekitError as exc:
         host = {"error": exc.message}
-    info = {"edgekit": __version__, "python": sys.version.split()[0], "backends": backends, "host_runtimes": host.get("runtimes", {}), "host": host}
+    from edgekit.cli.emulator import emulator_line
+    from edgekit.emulator import SPECS, status
+
+    info = {"edgekit": __version__, "python": sys.version.split()[0], "backends": backends, "host_runtimes": host.get("runtimes", {}), "host": host,
+            "emulators": {arch: status(arch) for arch in SPECS}}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -43,3 +47,5 @@ def doctor(as_json: bool) -> None:
             click.echo(f"  backend {name:<9} MISSING  {state['problem']} ({state.get('hint') or ''})")
     for runtime, version in info["host_runtimes"].items():
         click.echo(f"  runtime {runtime:<16} {version or '-'}")
+    for arch, state in info["emulators"].items():
+        click.echo(emulator_line(arch, state))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_COLOURS = {"passed": "green", "failed": "red", "skipped": "yellow"}
+EMULATED_SPEED = " (emulated, not device speed)"
 
 
 def console(stderr: bool = True) -> Any:
@@ -107,19 +108,23 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
     if verification["outputs"]:
         out.print(table)
     status = verification["status"]
-    where = verification.get("device") or verification["where"]
     out.print(f"artifact     {report['artifact']}  ({report['artifact_bytes'] / 1024:.1f} KiB)")
-    out.print(f"verification [{STATUS_COLOURS[status]}]{status}[/] on {where}" + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
-    others = report.get("verifications") or []
-    for other in others if len(others) > 1 else []:
+    out.print(f"verification [{STATUS_COLOURS[status]}]{status}[/] on {place_label(verification)}"
+              + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
+    places = report.get("verifications") or []
+    for other in places if len(places) > 1 else []:
         p50 = (other.get("latency_ms") or {}).get("p50")
-        out.print(f"  device {other.get('device')}: [{STATUS_COLOURS[other['status']]}]{other['status']}[/]" + (f", p50 {p50:.3f} ms" if p50 else "")
+        speed = f", p50 {p50:.3f} ms" + (EMULATED_SPEED if other["where"] == "emulated" else "") if p50 else ""
+        out.print(f"  {place_label(other)}: [{STATUS_COLOURS[other['status']]}]{other['status']}[/]{speed}"
                   + (f" ({escape(other['reason'])})" if other.get("reason") else ""), soft_wrap=True)
+    if len([p for p in places if p["outputs"]]) > 1:
+        out.print(sqnr_comparison(places))
     if verification.get("reason"):
         out.print(f"             {escape(verification['reason'])}", soft_wrap=True)
     latency = verification.get("latency_ms")
     if latency:
-        out.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)")
+        out.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)"
+                  + (EMULATED_SPEED if latency.get("emulated") else ""))
     cached = report.get("cache") or {}
     if cached.get("hit"):
         out.print(f"cache        hit ({cached['key'][:12]}): restored, nothing rebuilt; --no-cache forces a rebuild")
@@ -127,18 +132,45 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
         out.print(f"report       {report_path}")
 
 
+def place_label(verification: dict[str, Any]) -> str:
+    """'pi5', 'host', or 'emu:aarch64 (emulated cortex-a76)'."""
+    label = verification.get("device") or verification["where"]
+    return f"{label} (emulated {verification['cpu']})" if verification["where"] == "emulated" and verification.get("cpu") else label
+
+
+def _with_deltas(values: list[Any]) -> list[str]:
+    """SQNR values at each place, then each place's difference from the first."""
+    deltas = [v - values[0] if isinstance(v, float) and isinstance(values[0], float) else None for v in values[1:]]
+    return [fmt(v) if v is not None else "-" for v in values + deltas]
+
+
+def sqnr_comparison(places: list[dict[str, Any]]) -> Any:
+    """Worst SQNR per output at each place side by side, and each place's difference from the first."""
+    labels = [p.get("device") or p["where"] for p in places]
+    table = _table("output", *labels, *[f"Δ {label} − {labels[0]}" for label in labels[1:]], title="worst SQNR dB per output, side by side",
+                   right=(*labels, *[f"Δ {label} − {labels[0]}" for label in labels[1:]]))
+    sqnr = [{o["name"]: o["sqnr_db"] for o in p["outputs"]} for p in places]
+    for name in dict.fromkeys(n for here in sqnr for n in here):
+        table.add_row(name, *_with_deltas([here.get(name) for here in sqnr]))
+    return table
+
+
 def print_matrix(model: Path, results: list[Any]) -> None:
-    numbers = ("size KiB", "p50 ms", "min SQNR dB", "min cosine")
+    # With several places (--device host --device emu:aarch64) each gets its worst-SQNR column, then the differences.
+    places = list(dict.fromkeys(p["place"] for r in results if r.report for p in r.row()["places"]))
+    quality = (*[f"SQNR dB {p}" for p in places], *[f"Δ {p}" for p in places[1:]]) if places else ("min SQNR dB", "min cosine")
+    numbers = ("size KiB", "p50 ms", *quality)
     table = _table("target", "backend", "precision", *numbers, "verification", title=f"{model.name}: {len(results)} targets", right=numbers)
     for result in results:
         row = result.row()
         if "error" in row:
-            table.add_row(row["target"], "", "", "", "", "", "", f"[red]error {row['exit_code']}[/]")
+            table.add_row(row["target"], "", "", "", "", *[""] * len(quality), f"[red]error {row['exit_code']}[/]")
             continue
+        sqnr = {p["place"]: p["min_sqnr_db"] for p in row["places"]}
+        cells = _with_deltas([sqnr.get(p) for p in places]) if places else [
+            fmt(row["min_sqnr_db"]) if row["min_sqnr_db"] is not None else "-", fmt(row["min_cosine"], 6) if row["min_cosine"] is not None else "-"]
         table.add_row(row["target"], row["backend"], row["precision"], f"{row['artifact_bytes'] / 1024:.1f}",
-                      fmt(row["latency_p50_ms"]) if row["latency_p50_ms"] is not None else "-",
-                      fmt(row["min_sqnr_db"]) if row["min_sqnr_db"] is not None else "-",
-                      fmt(row["min_cosine"], 6) if row["min_cosine"] is not None else "-",
+                      fmt(row["latency_p50_ms"]) if row["latency_p50_ms"] is not None else "-", *cells,
                       f"[{STATUS_COLOURS[row['status']]}]{row['status']}[/]" + (" (cached)" if row["cache_hit"] else ""))
     console(stderr=False).print(table)
 

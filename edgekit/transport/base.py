@@ -6,9 +6,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgekit.errors import DeviceError
+
+if TYPE_CHECKING:
+    from edgekit.profiles import TargetProfile
 
 # Runs on the host or the device as `python -c GUARD LOCK LOCK_TIMEOUT TIMEOUT argv...` (Python 3.8+):
 # takes the machine's lock (flock: the OS drops it when this process ends, so it never goes stale),
@@ -68,9 +71,11 @@ class CommandResult:
     signal: str | None = None  # "ALRM" when the run hit its timeout and was killed
 
 
-def guarded(python: str, lock_path: str | None, lock_timeout: float, timeout: float, script: str, args: list[str]) -> list[str]:
-    """The argv that runs ``python script args`` under GUARD."""
-    return [python, "-c", GUARD, lock_path or "", str(lock_timeout), str(timeout), python, script, *args]
+def guarded(python: str, lock_path: str | None, lock_timeout: float, timeout: float, script: str, args: list[str],
+            runner: list[str] | None = None) -> list[str]:
+    """The argv that runs ``python script args`` under GUARD (which itself runs on ``python``); ``runner``
+    replaces the interpreter that runs the script (an emulated one)."""
+    return [python, "-c", GUARD, lock_path or "", str(lock_timeout), str(timeout), *(runner or [python]), script, *args]
 
 
 def interpret_guard(result: CommandResult, place: str) -> CommandResult:
@@ -84,8 +89,8 @@ def interpret_guard(result: CommandResult, place: str) -> CommandResult:
 
 
 class Transport(ABC):
-    #: "host" for this machine, "device" for anything reached over the network
-    where: Literal["host", "device"] = "host"
+    #: "host" for this machine, "device" for anything reached over the network, "emulated" for qemu-user here
+    where: Literal["host", "device", "emulated"] = "host"
     #: the device's name as shown in reports (None on the host)
     device_name: str | None = None
     #: the Python interpreter that runs the device runner
@@ -101,6 +106,22 @@ class Transport(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def place(self) -> str:
+        """Where runs happen, for messages ("on this host", "on device 'pi5'")."""
+        return "on this host" if self.where == "host" else f"on device '{self.device_name}'"
+
+    def use_profile(self, profile: TargetProfile) -> None:
+        """Take what the target profile says about this machine (the emulated CPU model); most transports ignore it."""
+
+    def latency_plan(self, warmup: int, runs: int) -> tuple[int, int]:
+        """The warm-up and timed runs to do here (emulators do fewer: their timings are not the device's)."""
+        return warmup, runs
+
+    def report_fields(self) -> dict[str, Any]:
+        """Extra VerificationResult fields describing this place (the emulated CPU)."""
+        return {}
 
     def open(self) -> None:
         """Connect and create a fresh per-run work directory."""

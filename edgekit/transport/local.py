@@ -49,8 +49,15 @@ class LocalTransport(Transport):
             raise DeviceError(f"the runner did not produce '{name}' on this host")
         shutil.copyfile(source, local)
 
+    def runner_command(self) -> list[str] | None:
+        """What runs the script under the guard (None: the guard's own python)."""
+        return None
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
-        argv = guarded(self.python, self.lock_path, self.lock_timeout, timeout, script, args)
+        argv = guarded(self.python, self.lock_path, self.lock_timeout, timeout, script, args, runner=self.runner_command())
         process = subprocess.Popen(
             argv,
             cwd=self._dir(),
@@ -58,7 +65,7 @@ class LocalTransport(Transport):
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env=self.environment(),
         )
         try:
             stdout, stderr = process.communicate(timeout=timeout + self.lock_timeout + 30)

@@ -110,7 +110,10 @@ class NcnnBackend(Backend):
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         options = self.options(profile)
-        return {"num_threads": options.num_threads, "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
+        # a re-verified artifact has no build details: the same options again, never ncnn's defaults
+        # (which turn fp16 arithmetic on wherever the CPU has it, an fp32 build included)
+        return {"num_threads": options.num_threads,
+                "ncnn_options": dict(artifact.details.get("ncnn_options") or self._ncnn_options(artifact.precision, options)),
                 "vulkan": options.vulkan}
 
     # --- conversion ------------------------------------------------------------------------
@@ -131,21 +134,21 @@ class NcnnBackend(Backend):
             extra = [weights, table] if table.read_text().strip() else [weights]
             details["int8"] = {"method": "kl", "calibration_table": table.name if len(extra) > 1 else None, **summary}
             self._check_loadable(ctx, param, weights)
-        details["ncnn_options"] = self._ncnn_options(ctx)
+        details["ncnn_options"] = self._ncnn_options(ctx.precision, ctx.options)
         return Artifact(path=param, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=[IOBinding(s.name, f"in{i}", squeeze_batch=True) for i, s in enumerate(ctx.inputs)],
                         outputs=[IOBinding(s.name, f"out{i}", squeeze_batch=True) for i, s in enumerate(ctx.outputs)],
                         extra_files=extra, details=details)
 
     @staticmethod
-    def _ncnn_options(ctx: ConvertContext) -> dict[str, bool]:
-        if ctx.precision == "fp16":
-            arithmetic = ctx.options.fp16_arithmetic
+    def _ncnn_options(precision: str, options: NcnnOptions) -> dict[str, bool]:
+        if precision == "fp16":
+            arithmetic = options.fp16_arithmetic
             return {"use_fp16_storage": True, "use_fp16_packed": True, "use_fp16_arithmetic": arithmetic, "use_bf16_storage": False}
-        options = dict(FP16_OFF)
-        if ctx.precision == "int8":
-            options["use_int8_inference"] = True
-        return options
+        flags = dict(FP16_OFF)
+        if precision == "int8":
+            flags["use_int8_inference"] = True
+        return flags
 
     def _pnnx(self, ctx: ConvertContext, version: str, fp16_weights: bool) -> tuple[Path, Path]:
         started = time.perf_counter()
@@ -168,7 +171,7 @@ class NcnnBackend(Backend):
                 raise StageError(f"convert: pnnx exited cleanly but did not write {path.name}",
                                  hint=f"see {folder / 'pnnx.log'} (kept with --keep-work)")
         ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights,
-                   ncnn_options=self._ncnn_options(ctx))
+                   ncnn_options=self._ncnn_options(ctx.precision, ctx.options))
         return param, weights
 
     def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
