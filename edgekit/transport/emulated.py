@@ -25,14 +25,12 @@ class EmulatedTransport(LocalTransport):
     where = "emulated"
 
     def __init__(self, arch: str = "aarch64", *, cpu: str | None = None, name: str | None = None, keep: bool = False,
-                 emulator: Emulator | None = None, run_timeout: float | None = None, lock_timeout: float | None = None,
-                 latency_runs: int = EMULATED_RUNS, latency_warmup: int = EMULATED_WARMUP) -> None:
+                 emulator: Emulator | None = None, run_timeout: float | None = None, lock_timeout: float | None = None) -> None:
         super().__init__(keep=keep)
         self.emulator = emulator or find_emulator(arch)
         self.device_name = name or f"emu:{arch}"
         self.chosen_cpu = cpu  # from the device entry; wins over the profile
         self.cpu = self.emulator.check_cpu(cpu or self.emulator.spec.default_cpu)
-        self.max_runs, self.max_warmup = latency_runs, latency_warmup
         if run_timeout is not None:
             self.run_timeout = run_timeout
         if lock_timeout is not None:
@@ -51,7 +49,7 @@ class EmulatedTransport(LocalTransport):
         self.cpu = self.emulator.check_cpu(cpu)
 
     def latency_plan(self, warmup: int, runs: int) -> tuple[int, int]:
-        return min(warmup, self.max_warmup), min(runs, self.max_runs)
+        return min(warmup, EMULATED_WARMUP), min(runs, EMULATED_RUNS)
 
     def report_fields(self) -> dict[str, Any]:
         manifest = self.emulator.manifest
