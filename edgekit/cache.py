@@ -2,17 +2,22 @@
 report instead of running again.
 
 The key hashes everything that can change the result: the model and its external-data files,
-the calibration data, the resolved target profile, the build options, where verification runs,
-and the versions of edgekit and of every tool in the pipeline.
+the calibration data, the resolved target profile and the backend's typed options, the build options,
+where verification runs, the versions of every tool in the pipeline, edgekit's own code (a hash of the
+installed package's sources, not just its version number), and for backends whose artifact depends on
+the machine that builds it (TensorRT) that machine's GPU, compute capability and driver and TensorRT versions.
 
 An entry is a directory ``<cache>/<key>/`` holding the artifact file(s), ``edgekit-report.json``
 and ``entry.json``. It is written whole under a temporary name and renamed into place, so a
 build killed half-way leaves no entry (only a ``.tmp-*`` directory that is swept later), and of
-two processes storing the same key one rename wins and the other discards its copy.
+two processes storing the same key one rename wins and the other discards its copy. An entry is
+checked when it is read: every artifact file against the sha256 its report records; a corrupt entry is
+removed and the build runs again, it is never served.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._lazy import version_of
-from edgekit.fsutil import atomic_copy, sha256_tree, size_of
+from edgekit.fsutil import copy_item, sha256_tree, size_of
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 ENTRY_FILE = "entry.json"
 STALE_TMP_SECONDS = 6 * 3600
 PIPELINE_TOOLS = ("onnx", "onnxruntime", "onnxsim", "onnxslim", "numpy")
 # Bump when what a build writes changes shape (report fields, artifact naming), so old entries miss.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def user_cache(name: str) -> Path:
@@ -51,20 +57,36 @@ def max_bytes() -> int:
     return int(os.environ.get("EDGEKIT_CACHE_MAX_BYTES", DEFAULT_MAX_BYTES))
 
 
+def package_identity(folder: Path) -> str:
+    """A hash of every ``.py`` file of the edgekit package in ``folder``, by relative path and content.
+
+    The device zipapp (``edgekit_remote.pyz``) is built from ``remote/*.py`` of the same package, so this
+    covers what runs on devices too."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_identity() -> str:
+    """The identity of the edgekit code running now (hashed once per process: ~100 small files)."""
+    return package_identity(_PACKAGE_DIR)
+
+
 def _external_data_files(model: Path) -> list[Path]:
-    """The external-data files a model names (resolved inside its folder; the load stage re-checks them)."""
+    """The external-data files a model names, after the load stage's safety checks (nothing outside the model's
+    folder is read for the key). An unreadable or unsafe model gets no key: the load stage explains it."""
     import onnx
+
+    from edgekit.modelio import check_external_data
 
     try:
         proto = onnx.load_model(str(model), load_external_data=False)
-    except Exception:  # an unreadable model fails properly in the load stage; here it just has no extras
+    except Exception:  # an unreadable model fails properly in the load stage
         return []
-    names = set()
-    for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                names.add(entry.value)
-    return [model.parent / name for name in sorted(names) if (model.parent / name).is_file()]
+    return check_external_data(proto, model)
 
 
 def build_key(model: Path, calib: Path | None, profile: dict[str, Any], options: dict[str, Any],
@@ -72,10 +94,11 @@ def build_key(model: Path, calib: Path | None, profile: dict[str, Any], options:
     from edgekit import __version__
 
     digest = hashlib.sha256()
-    digest.update(f"edgekit-build-v{CACHE_FORMAT}\0{__version__}".encode())
+    digest.update(f"edgekit-build-v{CACHE_FORMAT}\0{__version__}\0{code_identity()}".encode())
     digest.update(sha256_tree(model).encode())
+    folder = model.parent.resolve()
     for extra in _external_data_files(model):
-        digest.update(extra.name.encode())
+        digest.update(extra.relative_to(folder).as_posix().encode())
         digest.update(sha256_tree(extra).encode())
     if calib is not None:
         digest.update(b"calib\0")
@@ -115,25 +138,75 @@ def entries(root: Path | None = None) -> list[CacheEntry]:
     return sorted((e for e in found if e is not None), key=lambda e: e.last_used)
 
 
-def lookup(key: str, root: Path | None = None) -> CacheEntry | None:
-    entry = _entry((root or cache_dir()) / key)
-    if entry is not None:
+@dataclass
+class Lookup:
+    """What a lookup found: a checked entry and its report, or nothing; ``dropped`` says why a corrupt entry was removed."""
+
+    entry: CacheEntry | None = None
+    report: dict[str, Any] | None = None
+    dropped: str | None = None
+
+
+def entry_problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the entry's report, None) if every artifact file matches the sha256 its report records, else (None, why not)."""
+    try:
+        report = json.loads((path / "edgekit-report.json").read_text())
+        names = report.get("artifact_files") or [report["artifact"]]
+        recorded = dict(report.get("artifact_files_sha256") or {})
+        recorded.setdefault(report["artifact"], report["artifact_sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"its report cannot be read ({exc})"
+    for name in names:
+        file = path / name
+        if not file.exists():
+            return None, f"{name} is missing"
+        if name not in recorded:
+            return None, f"its report records no sha256 for {name}"
+        actual = sha256_tree(file)
+        if actual != recorded[name]:
+            return None, f"{name} has sha256 {actual[:16]}…, its report says {recorded[name][:16]}…"
+    return report, None
+
+
+def _drop(path: Path) -> None:
+    """Take an entry out of use: renamed away first (one step), then removed. On a read-only cache it stays, unused."""
+    try:
+        retired = Path(tempfile.mkdtemp(prefix=f".tmp-dropped-{path.name[:16]}-", dir=path.parent))
+        os.rename(path, retired / path.name)
+    except OSError:
+        return
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def lookup(key: str, root: Path | None = None) -> Lookup:
+    """The entry for ``key`` if there is one and it is intact; a corrupt one is removed and reported in ``dropped``."""
+    path = (root or cache_dir()) / key
+    if not path.is_dir():
+        return Lookup()
+    entry = _entry(path)
+    report, problem = entry_problem(path) if entry is not None else (None, "its entry.json cannot be read")
+    if entry is None or problem is not None:
+        _drop(path)
+        return Lookup(dropped=f"cache entry {key[:12]} was corrupt and has been removed: {problem}")
+    try:
         os.utime(entry.path / ENTRY_FILE)  # last use, for eviction
-    return entry
+    except OSError:
+        pass  # a read-only cache still serves its entries
+    return Lookup(entry, report)
 
 
-def restore(entry: CacheEntry, files: list[str], out_dir: Path) -> None:
-    """Copy the entry's artifact files and report into ``out_dir`` (each atomically)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in [*files, "edgekit-report.json"]:
-        atomic_copy(entry.path / name, out_dir / name)
+def copy_files(entry: CacheEntry, files: list[str], folder: Path) -> None:
+    """Copy the entry's artifact files into ``folder`` (a staging folder: publishing is the caller's)."""
+    for name in files:
+        copy_item(entry.path / name, folder / name)
 
 
 def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any], root: Path | None = None,
           replace: bool = False) -> Path | None:
     """Write an entry atomically; returns its path, or None if another process stored it first.
 
-    ``replace`` swaps out an existing entry (``--no-cache`` refreshes it)."""
+    ``replace`` swaps out an existing entry (``--no-cache`` refreshes it). A cache that cannot be written
+    (full disk, read-only folder) raises OSError; the caller reports it and keeps the build."""
     root = root or cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
@@ -143,12 +216,8 @@ def store(key: str, files: list[Path], report_json: str, summary: dict[str, Any]
     try:
         total = 0
         for file in files:
-            target = staging / file.name
-            if file.is_dir():
-                shutil.copytree(file, target)
-            else:
-                shutil.copyfile(file, target)
-            total += size_of(target)
+            copy_item(file, staging / file.name)
+            total += size_of(staging / file.name)
         (staging / "edgekit-report.json").write_text(report_json)
         (staging / ENTRY_FILE).write_text(json.dumps({"key": key, "bytes": total, "created": time.time(), "summary": summary}))
         for item in staging.rglob("*"):

@@ -79,27 +79,35 @@ def read_model_proto(path: Path) -> Any:
 
 
 def _all_tensors(model: Any):
-    """Every TensorProto in the model, including those inside subgraphs (If/Loop bodies)."""
-    onnx = _onnx()
+    """Every TensorProto in the model: initializers, node attributes, subgraphs (If/Loop bodies) and the nodes of
+    model-local functions, which onnx's loader also fills from external data. Attributes are read by the fields
+    that are set, not by their declared type, as onnx's loader does."""
+
+    def from_nodes(nodes):
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                sparse_tensors = [attr.sparse_tensor, *attr.sparse_tensors] if attr.HasField("sparse_tensor") else list(attr.sparse_tensors)
+                for sparse in sparse_tensors:
+                    yield sparse.values
+                    yield sparse.indices
+                if attr.HasField("g"):
+                    yield from visit(attr.g)
+                for graph in attr.graphs:
+                    yield from visit(graph)
 
     def visit(graph):
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values
             yield sparse.indices
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.GRAPH:
-                    yield from visit(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from visit(g)
-                elif attr.type == onnx.AttributeProto.TENSORS:
-                    yield from attr.tensors
+        yield from from_nodes(graph.node)
 
     yield from visit(model.graph)
+    for function in model.functions:
+        yield from from_nodes(function.node)
 
 
 def _tensor_nbytes(tensor: Any) -> int | None:

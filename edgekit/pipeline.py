@@ -1,16 +1,16 @@
 """The build pipeline: load & check -> simplify -> convert/quantize -> verify -> report.
 
 Each stage is a small function; this module only sequences them, times them, names the stage
-that failed (with the ones that had finished), and writes outputs atomically.
+that failed (with the ones that had finished), and publishes the outputs (:mod:`edgekit.publish`: staged,
+then renamed into place so that no reader sees two builds mixed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
-import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,20 +21,21 @@ from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
-from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageError, ToolError
-from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
+from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
+from edgekit.fsutil import atomic_write_text, copy_item, sha256_tree, size_of, sweep_stale, temp_folder
 from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
 from edgekit.profiles import TargetProfile, resolve_target
+from edgekit.publish import REPORT_NAME, publish
 from edgekit.reference import run_reference
 from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
-from edgekit.types import PRECISIONS, BuildOptions, BuildReport, StageRecord, VerificationResult
+from edgekit.types import PRECISIONS, Artifact, BuildOptions, BuildReport, StageRecord, VerificationResult
 from edgekit.verify import verify_everywhere
 
-REPORT_NAME = "edgekit-report.json"
 MAX_CALIBRATION_SAMPLES = 256
+STAGING = "publish"  # inside the work folder: the build's files before they are published
 
 
 class Progress(Protocol):
@@ -144,13 +145,23 @@ def build(
     transports = list(transports or ([transport] if transport is not None else []))
     for place in transports:
         place.use_profile(profile)
-    key = _cache_key(model, profile, chosen, options, tool_versions, transports)
-    if key is not None and options.use_cache and not transports and (entry := cache.lookup(key)) is not None:
-        return _restore(entry, options.out_dir, run)
+    key = _cache_key(model, profile, chosen, options, tool_versions, transports, backend)
+    dropped = None
+    if key is not None and options.use_cache and not transports:
+        found = cache.lookup(key)
+        if found.entry is not None:
+            return _restore(found, options.out_dir, run)
+        if found.dropped:
+            dropped = found.dropped
+            run.progress.message(f"{dropped}; building again")
 
-    work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
+    out_dir = _ensure_dir(options.out_dir)
+    sweep_stale(out_dir)  # temporaries of builds killed earlier
+    work_dir = temp_folder(out_dir, "work").resolve()
     try:
         report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transports)
+        report.cache = _store(key, report, work_dir / STAGING, replace=not options.use_cache, dropped=dropped, run=run)
+        _publish(report, work_dir / STAGING, out_dir)
     finally:
         if keep_work:
             run.progress.message(f"work files kept in {work_dir}")
@@ -158,13 +169,11 @@ def build(
             shutil.rmtree(work_dir, ignore_errors=True)
     if device_error is not None:
         raise device_error
-    if key is not None and report.verification.status != "failed":
-        _store(key, report, options.out_dir, replace=not options.use_cache)
     return report
 
 
 def _cache_key(model: Path, profile: TargetProfile, precision: str, options: BuildOptions,
-               tool_versions: dict[str, str], transports: list[Transport]) -> str | None:
+               tool_versions: dict[str, str], transports: list[Transport], backend: Backend) -> str | None:
     if not model.is_file():
         return None  # the load stage explains what is wrong with it
     settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
@@ -172,32 +181,55 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
                 "runs": options.latency_runs, "warmup": options.warmup_runs}
     if options.input_shape_ranges:
         settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
+    settings["backend_options"] = dataclasses.asdict(backend.options(profile))
+    # builds made on a device are never served from the cache; one made here may depend on this machine (TensorRT)
+    settings["build_host"] = None if transports else backend.build_host_identity()
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
-    return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
+    try:
+        return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
+    except ModelError:
+        return None  # unsafe external data: nothing was read for the key, and the load stage refuses the model
 
 
-def _restore(entry: cache.CacheEntry, out_dir: Path, run: _Run) -> BuildReport:
+def _restore(found: cache.Lookup, out_dir: Path, run: _Run) -> BuildReport:
     started = time.perf_counter()
-    data = json.loads((entry.path / REPORT_NAME).read_text())
-    cache.restore(entry, data.get("artifact_files") or [data["artifact"]], _ensure_dir(out_dir))
-    report = report_from_dict(data)
-    report.cache = {"hit": True, "key": entry.key}
-    write_report(report, out_dir)
+    assert found.entry is not None and found.report is not None
+    report = report_from_dict(found.report)
+    report.cache = {"hit": True, "key": found.entry.key}
+    staging = temp_folder(_ensure_dir(out_dir), "publish")
+    try:
+        cache.copy_files(found.entry, report.artifact_files, staging)
+        _publish(report, staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     run.add(StageRecord("cache", round(time.perf_counter() - started, 3), "edgekit-cache", None,
-                        {"hit": True, "key": entry.key[:16]}))
+                        {"hit": True, "key": found.entry.key[:16]}))
     return report
 
 
-def _store(key: str, report: BuildReport, out_dir: Path, replace: bool) -> None:
-    report.cache = {"hit": False, "key": key}
-    write_report(report, out_dir)
+def _store(key: str | None, report: BuildReport, staging: Path, replace: bool, dropped: str | None, run: _Run) -> dict | None:
+    """Store a good build in the cache; returns the report's ``cache`` section, which says whether it was written."""
+    if key is None:
+        return None
+    info = {"hit": False, "key": key, **({"dropped": dropped} if dropped else {})}
+    if report.verification.status == "failed":
+        return {**info, "stored": False}  # a failed build is never served again
+    report.cache = info
     summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
                "model": Path(report.source_model).name, "status": report.verification.status}
     try:
-        cache.store(key, [out_dir / name for name in report.artifact_files], report_to_json(report), summary, replace=replace)
-    except OSError:
-        pass  # a cache that cannot be written must never fail a good build
+        cache.store(key, [staging / name for name in report.artifact_files], report_to_json(report), summary, replace=replace)
+    except OSError as exc:  # a cache that cannot be written (full, read-only) must never fail a good build
+        run.progress.message(f"cache not written: {exc}; the build itself is complete")
+        return {**info, "stored": False, "not_written": str(exc)}
+    return {**info, "stored": True}
+
+
+def _publish(report: BuildReport, staging: Path, out_dir: Path) -> None:
+    write_report(report, staging)
+    publish(staging, out_dir, report.artifact_files)
+    report.report_path = out_dir / REPORT_NAME
 
 
 def _ensure_dir(path: Path) -> Path:
@@ -250,25 +282,19 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     for record in ctx.stages:
         run.add(record)
 
-    out_dir = options.out_dir
-    final_path = out_dir / artifact.path.name
-    atomic_copy(artifact.path, final_path)
-    extra_final = []
-    for extra in artifact.extra_files:
-        atomic_copy(extra, out_dir / extra.name)
-        extra_final.append(out_dir / extra.name)
-    artifact.path, artifact.extra_files = final_path, extra_final
-
+    artifact = _stage(artifact, work_dir / STAGING)
+    files = [artifact.path, *artifact.extra_files]
     verifications, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transports)
     report = BuildReport(
         edgekit_version=__version__,
         target=profile.name,
         backend=backend.name,
         precision=precision,
-        artifact=final_path.name,
-        artifact_sha256=sha256_tree(final_path),
-        artifact_bytes=size_of(final_path) + sum(size_of(p) for p in extra_final),
-        artifact_files=[final_path.name, *(p.name for p in extra_final)],
+        artifact=artifact.path.name,
+        artifact_sha256=sha256_tree(artifact.path),
+        artifact_bytes=sum(size_of(p) for p in files),
+        artifact_files=[p.name for p in files],
+        artifact_files_sha256={p.name: sha256_tree(p) for p in files},
         artifact_runtime=artifact.runtime,
         source_model=str(model_path),
         source_model_sha256=loaded.sha256,
@@ -280,8 +306,17 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         verifications=verifications if transports else [],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    write_report(report, out_dir)
     return report, device_error
+
+
+def _stage(artifact: Artifact, staging: Path) -> Artifact:
+    """Copy the artifact's files into the staging folder under their final names; verification runs on these copies."""
+    staging.mkdir()
+    placed = []
+    for file in [artifact.path, *artifact.extra_files]:
+        copy_item(file, staging / file.name)
+        placed.append(staging / file.name)
+    return dataclasses.replace(artifact, path=placed[0], extra_files=placed[1:])
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,

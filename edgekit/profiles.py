@@ -7,7 +7,9 @@ Every error names the file and the key that is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import Any
 
 import tomllib
 
-from edgekit.errors import ProfileError
+from edgekit.errors import OptionsError, ProfileError
 from edgekit.types import PRECISIONS
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -42,6 +44,33 @@ class Tolerance:
         if self.max_abs_error is not None:
             data["max_abs_error"] = self.max_abs_error
         return data
+
+
+def override_tolerance(base: Tolerance, overrides: list[str] | tuple[str, ...], precision: str) -> Tolerance:
+    """``base`` with ``--tolerance [PRECISION:]KEY=VALUE`` values applied (KEY: min_cosine, min_sqnr_db, max_abs_error).
+    A PRECISION prefix limits a value to builds of that precision."""
+    keys = [f.name for f in dataclasses.fields(Tolerance)]
+    changes: dict[str, float] = {}
+    for text in overrides:
+        scope, _, assignment = text.rpartition(":")
+        key, equals, value = assignment.partition("=")
+        problem = None
+        if not equals or key not in keys:
+            problem = f"expected [PRECISION:]KEY=VALUE with KEY one of {', '.join(keys)}"
+        elif scope and scope not in PRECISIONS:
+            problem = f"'{scope}' is not a precision ({', '.join(PRECISIONS)})"
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isnan(number) or (key == "min_cosine" and not -1 <= number <= 1) or (key == "max_abs_error" and number < 0):
+                problem = f"{value!r} is not a valid {key}"
+        if problem:
+            raise OptionsError(f"--tolerance {text!r}: {problem}", hint="e.g. --tolerance min_sqnr_db=20 or --tolerance int8:min_cosine=0.99")
+        if not scope or scope == precision:
+            changes[key] = number
+    return dataclasses.replace(base, **changes)
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {

@@ -1,7 +1,9 @@
 """`edgekit verify OUT`: verify an existing build again (on this host or on devices) from its report.
 
-The artifact's sha256 is re-checked against the report first: a file that changed since the build
-is refused, so a report never vouches for bytes it did not measure.
+Every artifact file's sha256 is re-checked against the report first: a file that changed since the build
+is refused, so a report never vouches for bytes it did not measure. The pass criteria come from the target
+profile (or ``--tolerance`` on the command line), never from the report being checked: a report edited to
+loosen its tolerances cannot loosen its own check.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from edgekit.calibration import SampleSet, load_samples, random_samples
 from edgekit.errors import DeviceError, InputError
 from edgekit.fsutil import sha256_tree
 from edgekit.modelio import apply_input_shapes, load_model
-from edgekit.profiles import Tolerance, resolve_target
+from edgekit.profiles import override_tolerance, resolve_target
 from edgekit.reference import run_reference
 from edgekit.report import load_report, report_from_dict
 from edgekit.transport.base import Transport
@@ -37,13 +39,16 @@ def _report_path(path: Path) -> Path:
 
 def _checked_artifact(data: dict, folder: Path) -> Artifact:
     files = [folder / name for name in data.get("artifact_files") or [data["artifact"]]]
+    recorded = {**(data.get("artifact_files_sha256") or {}), data["artifact"]: data["artifact_sha256"]}
     for file in files:
         if not file.exists():
             raise InputError(f"{file}: the artifact named by the report is missing", hint="rebuild with 'edgekit build', or restore the output folder")
-    actual = sha256_tree(files[0])
-    if actual != data["artifact_sha256"]:
-        raise InputError(f"{files[0]}: the artifact changed since it was built (sha256 {actual[:16]}…, the report says {data['artifact_sha256'][:16]}…)",
-                         hint="rebuild it; edgekit will not vouch for bytes it did not build")
+        if file.name not in recorded:
+            continue  # reports from before per-file hashes recorded only the first file
+        actual = sha256_tree(file)
+        if actual != recorded[file.name]:
+            raise InputError(f"{file}: the artifact changed since it was built (sha256 {actual[:16]}…, the report says {recorded[file.name][:16]}…)",
+                             hint="rebuild it; edgekit will not vouch for bytes it did not build")
     io = data.get("io") or {}
     return Artifact(path=files[0], backend=data["backend"], precision=data["precision"], runtime=data.get("artifact_runtime") or data["backend"],
                     inputs=[IOBinding.from_dict(b) for b in io.get("inputs", [])],
@@ -70,7 +75,8 @@ def _samples(data: dict, loaded, profile) -> SampleSet:
     raise InputError(f"the report's input_source {source!r} is not one edgekit can reproduce")
 
 
-def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None) -> tuple[BuildReport, DeviceError | None]:
+def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None,
+             tolerance_overrides: list[str] | tuple[str, ...] = ()) -> tuple[BuildReport, DeviceError | None]:
     report_path = _report_path(path)
     data = load_report(report_path)
     folder = report_path.parent
@@ -85,8 +91,7 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     profile = resolve_target(data["target"])
     samples = _samples(data, loaded, profile)
     references = run_reference(loaded.proto, samples)
-    recorded = data["verification"].get("tolerances") or {}
-    tolerance = Tolerance(**recorded) if recorded else profile.tolerance_for(data["precision"])
+    tolerance = override_tolerance(profile.tolerance_for(data["precision"]), tolerance_overrides, data["precision"])
     backend = get_backend(data["backend"], profile)
     latency = data["verification"].get("latency_ms") or {}
     for place in transports or []:

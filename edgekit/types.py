@@ -198,6 +198,7 @@ class BuildReport:
     verifications: list[VerificationResult] = field(default_factory=list)  # one per device when --device is used
     io: dict[str, list[IOBinding]] = field(default_factory=dict)
     artifact_files: list[str] = field(default_factory=list)
+    artifact_files_sha256: dict[str, str] = field(default_factory=dict)  # every artifact file (tree hash for folders)
     artifact_runtime: str | None = None
     created_at: str = ""
     cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
@@ -218,6 +219,7 @@ class BuildReport:
             "artifact_sha256": self.artifact_sha256,
             "artifact_bytes": self.artifact_bytes,
             "artifact_files": self.artifact_files,
+            "artifact_files_sha256": self.artifact_files_sha256,
             "artifact_runtime": self.artifact_runtime,
             "source_model": self.source_model,
             "source_model_sha256": self.source_model_sha256,

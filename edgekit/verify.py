@@ -39,6 +39,23 @@ def from_artifact_layout(array: np.ndarray, binding: IOBinding, reference_shape:
     return array
 
 
+def output_mismatch(model_outputs: list[str], bindings: list[IOBinding]) -> str | None:
+    """Why the artifact's outputs do not match the model's one to one (a model output left unchecked, an output the
+    model does not have, one output bound twice), or None."""
+    bound = [b.onnx_name for b in bindings]
+    missing = [name for name in model_outputs if name not in bound]
+    extra = [name for name in bound if name not in model_outputs]
+    twice = sorted({name for name in bound if bound.count(name) > 1})
+    problems = []
+    if missing:
+        problems.append(f"the model's output(s) {', '.join(map(repr, missing))} have no counterpart in the artifact")
+    if extra:
+        problems.append(f"the artifact has output(s) {', '.join(map(repr, extra))} that the model does not have")
+    if twice:
+        problems.append(f"output(s) {', '.join(map(repr, twice))} are bound more than once")
+    return "; ".join(problems) or None
+
+
 def verify_artifact(
     artifact: Artifact,
     samples: SampleSet,
@@ -54,6 +71,10 @@ def verify_artifact(
     where = transport.where
     base = {"where": where, "device": transport.device_name, "samples": samples.count,
             "input_source": samples.source, "tolerances": tolerance.to_dict(), **transport.report_fields()}
+    mismatch = output_mismatch(list(references[0]) if references else [], artifact.outputs)
+    if mismatch:
+        return VerificationResult(status="failed", reason=f"the artifact's outputs do not match the model's: {mismatch}",
+                                  runtime=artifact.runtime, **base)
     warmup, runs = transport.latency_plan(warmup, runs)
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch_text:
         scratch = Path(scratch_text)

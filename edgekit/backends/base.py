@@ -119,6 +119,11 @@ class Backend(ABC):
     def convert(self, ctx: ConvertContext) -> Artifact:
         """Write the artifact into ``ctx.work_dir`` and return it; record stages on ``ctx``."""
 
+    def build_host_identity(self) -> dict[str, Any]:
+        """Facts about this machine that change what :meth:`convert` writes here (TensorRT: the GPU, its driver and
+        TensorRT's version). Part of the build cache key of builds made on this host; most artifacts do not depend on it."""
+        return {}
+
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         """Options passed to the remote runtime for this artifact (threads, runtime flags)."""
         return {}

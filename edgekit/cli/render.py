@@ -128,6 +128,10 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
     cached = report.get("cache") or {}
     if cached.get("hit"):
         out.print(f"cache        hit ({cached['key'][:12]}): restored, nothing rebuilt; --no-cache forces a rebuild")
+    if cached.get("dropped"):
+        out.print(f"cache        {escape(cached['dropped'])}; built again", soft_wrap=True)
+    if cached.get("not_written"):
+        out.print(f"cache        not written: {escape(cached['not_written'])} (the build itself is complete)", soft_wrap=True)
     if report_path:
         out.print(f"report       {report_path}")
 

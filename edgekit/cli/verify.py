@@ -18,17 +18,20 @@ from edgekit.cli.render import print_summary
 @click.option("-d", "--device", "devices", multiple=True, metavar="NAME", help="Device(s) to verify on (default: this host). Repeatable.")
 @click.option("--model", type=click.Path(path_type=Path), help="The source model, if it moved since the build.")
 @click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device.")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION:]KEY=VALUE",
+              help="Override a pass criterion of the target profile: min_cosine, min_sqnr_db or max_abs_error, e.g. min_sqnr_db=20. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the updated report JSON.")
-def verify(build: Path, devices: tuple[str, ...], model: Path | None, keep_remote: bool, as_json: bool) -> None:
+def verify(build: Path, devices: tuple[str, ...], model: Path | None, keep_remote: bool, tolerances: tuple[str, ...], as_json: bool) -> None:
     """Verify an existing build again: BUILD is its output folder, report, or artifact.
 
-    The artifact's sha256 is checked against the report first. Exit codes as for 'build'.
+    Every artifact file's sha256 is checked against the report first. The pass criteria come from the target
+    profile (and --tolerance), never from the report being checked. Exit codes as for 'build'.
     """
     from edgekit.report import report_to_dict
     from edgekit.reverify import reverify
 
     transports, _ = device_transports(devices, keep_remote)
-    report, error = reverify(build, transports, model)
+    report, error = reverify(build, transports, model, tolerances)
     data = report_to_dict(report)
     if as_json:
         click.echo(json.dumps(data, indent=2))
