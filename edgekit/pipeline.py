@@ -272,7 +272,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     stem = model_path.stem
     prepared = save_model(simplified, work_dir / f"{stem}.onnx")
     build_host = BuildHost(transport=transports[0] if transports else None, shape_ranges=dict(options.input_shape_ranges),
-                           out_dir=options.out_dir)
+                           out_dir=options.out_dir, allow_foreign_gpu=options.allow_foreign_gpu)
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
                          artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,

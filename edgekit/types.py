@@ -49,6 +49,7 @@ class BuildOptions:
     max_samples: int = 8
     seed: int = 0
     use_cache: bool = True
+    allow_foreign_gpu: bool = False  # TensorRT: build here even if this GPU is not the target's
 
 
 @dataclass(frozen=True)

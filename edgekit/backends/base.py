@@ -39,6 +39,8 @@ class BuildHost:
     transport: Transport | None = None
     shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
     out_dir: Path | None = None
+    #: build on this host even when its GPU is not the one the target profile names (--allow-foreign-gpu)
+    allow_foreign_gpu: bool = False
 
 
 @dataclass

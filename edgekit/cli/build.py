@@ -35,11 +35,13 @@ from edgekit.types import PRECISIONS
 @click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device (for debugging).")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
+@click.option("--allow-foreign-gpu", is_flag=True, help="TensorRT: build on this host even if its GPU is not the one the target names (the report names both).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
-          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, as_json: bool, quiet: bool) -> None:
+          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, allow_foreign_gpu: bool, as_json: bool,
+          quiet: bool) -> None:
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
@@ -51,7 +53,7 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     from edgekit.types import BuildOptions
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
-                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache)
+                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache, allow_foreign_gpu=allow_foreign_gpu)
     shapes, options.input_shape_ranges = parse_input_shapes(input_shapes)
     transports, device_list = device_transports(devices, keep_remote)
     targets = _target_for(targets, device_list)

@@ -150,15 +150,28 @@ def cuda_api():
     return None, "; ".join(errors)
 
 
-def cuda_devices():
-    """[{'name', 'compute_capability', 'total_memory_bytes'}] from libcuda, or [] where there is no usable GPU."""
+def _libcuda():
     for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
-            cuda = ctypes.CDLL(library)
-            break
+            return ctypes.CDLL(library)
         except OSError:
             continue
-    else:
+    return None
+
+
+def driver_version():
+    """The CUDA version the installed driver supports (cuDriverGetVersion), e.g. '12.4', or None without a driver."""
+    cuda = _libcuda()
+    version = ctypes.c_int(0)
+    if cuda is None or cuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or not version.value:
+        return None
+    return "%d.%d" % (version.value // 1000, version.value % 1000 // 10)
+
+
+def cuda_devices():
+    """[{'name', 'compute_capability', 'total_memory_bytes'}] from libcuda, or [] where there is no usable GPU."""
+    cuda = _libcuda()
+    if cuda is None:
         return []
     count = ctypes.c_int(0)
     if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:

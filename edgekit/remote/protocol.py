@@ -16,6 +16,9 @@ EXIT_LOAD_FAILED = 4
 #: inference, or the engine build, failed
 EXIT_FAILED = 5
 
+#: the kind of error for an exception TensorRT's API raised that the builder does not expect (an API change)
+TENSORRT_API_ERROR = "tensorrt_api_error"
+
 #: stderr line prefix for a structured error: ``EDGEKIT_REMOTE_ERROR {"kind": ..., "message": ...}``
 ERROR_MARKER = "EDGEKIT_REMOTE_ERROR"
 

@@ -25,7 +25,16 @@ import subprocess
 import time
 
 from .cuda import cuda_devices
-from .protocol import EXIT_FAILED, EXIT_LOAD_FAILED, EXIT_MISSING, EXIT_USAGE, PROTOCOL_VERSION, RemoteError, import_first
+from .protocol import (
+    EXIT_FAILED,
+    EXIT_LOAD_FAILED,
+    EXIT_MISSING,
+    EXIT_USAGE,
+    PROTOCOL_VERSION,
+    TENSORRT_API_ERROR,
+    RemoteError,
+    import_first,
+)
 from .rt_tensorrt import capturing_logger
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -247,6 +256,18 @@ def build_with_api(trt, args, shapes, device):
     }
 
 
+def build_with_tensorrt(trt, args, shapes, device):
+    """build_with_api, with any exception TensorRT's API raises that the builder does not expect (a renamed or removed
+    call in a TensorRT it was not written for) turned into a RemoteError that names the TensorRT version."""
+    try:
+        return build_with_api(trt, args, shapes, device)
+    except RemoteError:
+        raise
+    except Exception as exc:
+        raise RemoteError(TENSORRT_API_ERROR, "TensorRT %s raised %s: %s (in the builder's use of its Python API)"
+                          % (getattr(trt, "__version__", "of unknown version"), type(exc).__name__, exc), EXIT_FAILED)
+
+
 # --- build with trtexec --------------------------------------------------------------------------
 
 
@@ -312,7 +333,7 @@ def command_build(args):
     if trt is not None:
         if not devices:
             raise RemoteError("no_gpu", "TensorRT %s is installed but no CUDA GPU is usable here (libcuda missing or no device)" % trt.__version__, EXIT_MISSING)
-        meta.update(build_with_api(trt, args, shapes, device), tensorrt_version=trt.__version__)
+        meta.update(build_with_tensorrt(trt, args, shapes, device), tensorrt_version=trt.__version__)
     else:
         trtexec = find_trtexec(args.trtexec_path) if args.trtexec != "never" else None
         if trtexec is None:

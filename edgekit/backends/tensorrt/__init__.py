@@ -1,7 +1,9 @@
 """TensorRT backend (Jetson and other NVIDIA GPUs): a serialized engine built where it will run.
 
 An engine is tied to the GPU architecture and the TensorRT version it was built with, so edgekit never
-builds a Jetson engine on a host that does not match it. The engine is built by the remote builder
+builds a Jetson engine on a host that does not match it: a profile names its GPU (``[hardware]
+compute_capability``), and a local build on a GPU of another compute capability is refused unless
+``--allow-foreign-gpu``, in which case the report names both GPUs. The engine is built by the remote builder
 (``edgekit/remote/trt_builder.py``, shipped in edgekit's zipapp), which runs either on this host (when it has
 a CUDA GPU and ``tensorrt``) or on the device through the transport (``--device``), falling back to
 ``trtexec`` there. Without either, the build stops with a clear error and builds nothing, after producing
@@ -24,13 +26,15 @@ from edgekit.backends.tensorrt.build import (
     REMOTE_TIMING_DIR,
     build_engine,
     dynamic_inputs,
+    foreign_gpu,
     host_build_problem,
+    host_identity,
     shape_args,
     timing_cache_dir,
     trtexec_command,
 )
 from edgekit.backends.tensorrt.options import TrtOptions
-from edgekit.errors import BackendUnavailable, StageError, VerificationFailed
+from edgekit.errors import BackendUnavailable, OptionsError, StageError, VerificationFailed
 from edgekit.fsutil import atomic_copy
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding
@@ -57,6 +61,11 @@ class TensorRTBackend(Backend):
         return {"onnxruntime": version_of("onnxruntime") or "missing",
                 "tensorrt": version_of("tensorrt") or "not installed on this host"}
 
+    def build_host_identity(self) -> dict[str, Any]:
+        from edgekit.remote import cuda
+
+        return host_identity(cuda.cuda_devices(), version_of("tensorrt"), cuda.driver_version())
+
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         engine = artifact.details.get("engine", {})
         return {"engine_meta": {k: engine.get(k) for k in ("tensorrt_version", "gpu", "compute_capability", "precision", "dla_core")}}
@@ -65,12 +74,13 @@ class TensorRTBackend(Backend):
         options: TrtOptions = ctx.options
         transport = ctx.build_host.transport
         ranges: dict[str, ShapeRange] = dict(ctx.build_host.shape_ranges)
+        remote = transport is not None and transport.where == "device"
+        foreign = None if remote else self._foreign_gpu(ctx, options)  # before any work: a refusal should be quick
         onnx_path, shapes = self._engine_onnx(ctx, ranges)
         details: dict[str, Any] = {"dynamic_shapes": {k: [list(d) for d in v] for k, v in ranges.items()}}
         if ctx.precision == "int8":
             onnx_path, details["qdq"] = self._quantize(ctx, onnx_path, options)
 
-        remote = transport is not None and transport.where == "device"
         problem = None if remote else host_build_problem()
         if problem is not None:
             raise self._cannot_build(ctx, problem, onnx_path, options, shapes)
@@ -85,8 +95,10 @@ class TensorRTBackend(Backend):
                                     REMOTE_TIMING_DIR if remote else str(timing_cache_dir()))
         meta["built_on"] = where
         details["engine"] = meta
+        # the report names both GPUs: the one the engine was built on and the one the target profile is for
         ctx.record("engine", started, meta.get("builder", "tensorrt"), meta.get("tensorrt_version"),
                    built_on=where, gpu=meta.get("gpu"), compute_capability=meta.get("compute_capability"),
+                   target_gpu=options.gpu, target_compute_capability=options.compute_capability, foreign_gpu=foreign,
                    precision=ctx.precision, dla_core=meta.get("dla_core"), timing_cache_hit=meta.get("timing_cache_hit"),
                    engine_bytes=meta.get("engine_bytes"))
         identity = [IOBinding(spec.name, spec.name) for spec in ctx.inputs]  # TensorRT keeps the ONNX tensor names
@@ -94,6 +106,18 @@ class TensorRTBackend(Backend):
                         inputs=identity, outputs=[IOBinding(spec.name, spec.name) for spec in ctx.outputs], details=details)
 
     # --- steps -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _foreign_gpu(ctx: ConvertContext, options: TrtOptions) -> str | None:
+        """Refuse a local build on a GPU other than the target's, unless allowed; returns why it is foreign (or None)."""
+        from edgekit.remote import cuda
+
+        foreign = foreign_gpu(options, cuda.first_device())
+        if foreign and not ctx.build_host.allow_foreign_gpu:
+            raise OptionsError(f"target '{ctx.profile.name}': {foreign}, so it would not run on the target. Nothing was built.",
+                               hint="build on the device with --device NAME, or pass --allow-foreign-gpu to build an engine for this "
+                               "host's GPU anyway (the report then names both GPUs)")
+        return foreign
 
     @staticmethod
     def _engine_onnx(ctx: ConvertContext, ranges: dict[str, ShapeRange]) -> tuple[Path, list[str]]:

@@ -14,10 +14,10 @@ from typing import Any
 
 from edgekit.backends.base import ShapeRange
 from edgekit.backends.tensorrt.options import TrtOptions
-from edgekit.errors import BackendUnavailable, DeviceError, OptionsError, StageError, script_error
+from edgekit.errors import BackendUnavailable, DeviceError, EdgekitError, OptionsError, StageError, script_error
 from edgekit.remote import cuda, trt_builder
 from edgekit.remote.bundle import BUNDLE_NAME, write_bundle
-from edgekit.remote.protocol import EXIT_FAILED, EXIT_LOAD_FAILED, EXIT_MISSING
+from edgekit.remote.protocol import EXIT_FAILED, EXIT_LOAD_FAILED, EXIT_MISSING, TENSORRT_API_ERROR
 from edgekit.transport.base import Transport
 
 REMOTE_MODEL = "model.onnx"  # fixed names on the build machine: the user's file names never reach a command line
@@ -74,6 +74,25 @@ def host_build_problem() -> str | None:
     return " and ".join(problems) or None
 
 
+def host_identity(devices: list[dict[str, Any]], tensorrt_version: str | None, driver: str | None) -> dict[str, Any]:
+    """What makes an engine built on this host this host's: its GPU and the driver and TensorRT that build for it
+    (from :func:`edgekit.remote.cuda.cuda_devices`, the installed ``tensorrt``, :func:`edgekit.remote.cuda.driver_version`)."""
+    gpu = devices[0] if devices else {}
+    return {"gpu": gpu.get("name") or "no GPU", "compute_capability": gpu.get("compute_capability"),
+            "cuda_driver": driver, "tensorrt": tensorrt_version}
+
+
+def foreign_gpu(options: TrtOptions, device: dict[str, Any]) -> str | None:
+    """Why an engine built on ``device`` (a cuda_devices() entry) is not one for the target, or None when the profile's
+    [hardware] compute_capability matches it (or names none)."""
+    wanted, here = options.compute_capability, device.get("compute_capability")
+    if wanted is None or here is None or wanted == here:
+        return None
+    target = f"{options.gpu} " if options.gpu else ""
+    return (f"the target's GPU is {target}(compute capability {wanted}), but this host's GPU is {device.get('name') or 'unknown'} "
+            f"(compute capability {here}); an engine built here runs only on compute capability {here}")
+
+
 def builder_args(precision: str, options: TrtOptions, shapes: list[str], timing_dir: str | None) -> list[str]:
     args = ["trt-build", "--onnx", REMOTE_MODEL, "--engine", REMOTE_ENGINE, "--meta", REMOTE_META, "--precision", precision]
     if options.workspace_mib:
@@ -117,16 +136,7 @@ def build_engine(transport: Transport, onnx_path: Path, precision: str, options:
             raise DeviceError(f"the TensorRT engine build on {place} did not finish within {options.build_timeout_s:.0f} s and was killed",
                               hint="raise backend_options.build_timeout_s in the target profile")
         if result.exit_code != 0:
-            kind, message = script_error(result.stderr)
-            if result.exit_code == EXIT_MISSING:
-                hint = ("on a Jetson, install JetPack's TensorRT (sudo apt install nvidia-tensorrt python3-libnvinfer); "
-                        "check with: edgekit doctor" if transport.where == "device" else "pip install 'edgekit[tensorrt]' on a host with an NVIDIA GPU")
-                error = DeviceError if transport.where == "device" else BackendUnavailable
-                raise error(f"cannot build the TensorRT engine on {place}: {message}", hint=hint)
-            what = {EXIT_LOAD_FAILED: "TensorRT could not parse the model",
-                    EXIT_FAILED: "TensorRT could not build the engine"}.get(result.exit_code, f"the engine builder failed ({kind}, exit {result.exit_code})")
-            raise StageError(f"engine: {what} on {place}: {message}",
-                             hint="rerun with --keep-work to keep the ONNX handed to TensorRT; ops TensorRT lacks need a plugin or another target")
+            raise builder_failure(result.exit_code, result.stderr, place, transport.where)
         transport.download(REMOTE_ENGINE, engine)
         transport.download(REMOTE_META, meta_path)
     try:
@@ -136,3 +146,21 @@ def build_engine(transport: Transport, onnx_path: Path, precision: str, options:
     return engine, meta
 
 
+
+
+def builder_failure(exit_code: int, stderr: str, place: str, where: str) -> EdgekitError:
+    """The error for a failed run of the remote engine builder, from its exit code and its error line."""
+    kind, message = script_error(stderr)
+    if exit_code == EXIT_MISSING:
+        hint = ("on a Jetson, install JetPack's TensorRT (sudo apt install nvidia-tensorrt python3-libnvinfer); "
+                "check with: edgekit doctor" if where == "device" else "pip install 'edgekit[tensorrt]' on a host with an NVIDIA GPU")
+        error = DeviceError if where == "device" else BackendUnavailable
+        return error(f"cannot build the TensorRT engine on {place}: {message}", hint=hint)
+    if kind == TENSORRT_API_ERROR:
+        return StageError(f"engine: TensorRT failed unexpectedly on {place}: {message}",
+                          hint="edgekit's builder is written for TensorRT 8.5 to 10.x (pip install 'edgekit[tensorrt]' pins tensorrt>=10,<11); "
+                          "if that is the version named here, please report it with this message")
+    what = {EXIT_LOAD_FAILED: "TensorRT could not parse the model",
+            EXIT_FAILED: "TensorRT could not build the engine"}.get(exit_code, f"the engine builder failed ({kind}, exit {exit_code})")
+    return StageError(f"engine: {what} on {place}: {message}",
+                      hint="rerun with --keep-work to keep the ONNX handed to TensorRT; ops TensorRT lacks need a plugin or another target")

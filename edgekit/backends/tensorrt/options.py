@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,13 @@ class TrtOptions(BackendOptions):
     calibration_method: str = option("minmax", choices=CALIBRATION_METHODS)
     build_timeout_s: float = option(3600.0, minimum=1)
     builder: str = option("auto", choices=("auto", "python", "trtexec"))  # "auto": Python API, else trtexec
+    # the GPU the target's engines are for ([hardware] of the profile): a local build on another GPU is refused
+    compute_capability: str | None = option(None, table="hardware")
+    gpu: str | None = option(None, table="hardware")
 
     def validate(self, where: str, tables: dict[str, dict[str, Any]]) -> None:
+        if self.compute_capability is not None and not re.fullmatch(r"\d+\.\d+", self.compute_capability):
+            raise self.error(where, "hardware.compute_capability", f"must be MAJOR.MINOR, e.g. \"8.7\"; got {self.compute_capability!r}")
         if not self.int8_op_types:
             raise self.error(where, "backend_options.int8_op_types", "must name at least one op type")
         dla_cores = tables["hardware"].get("dla_cores")
