@@ -37,6 +37,7 @@ from edgekit.backends.tensorrt.options import TrtOptions
 from edgekit.errors import BackendUnavailable, OptionsError, StageError, VerificationFailed
 from edgekit.fsutil import atomic_copy
 from edgekit.profiles import TargetProfile
+from edgekit.remote import cuda
 from edgekit.types import Artifact, IOBinding
 
 QDQ_CHECK_SAMPLES = 8
@@ -62,8 +63,6 @@ class TensorRTBackend(Backend):
                 "tensorrt": version_of("tensorrt") or "not installed on this host"}
 
     def build_host_identity(self) -> dict[str, Any]:
-        from edgekit.remote import cuda
-
         return host_identity(cuda.cuda_devices(), version_of("tensorrt"), cuda.driver_version())
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
@@ -75,7 +74,7 @@ class TensorRTBackend(Backend):
         transport = ctx.build_host.transport
         ranges: dict[str, ShapeRange] = dict(ctx.build_host.shape_ranges)
         remote = transport is not None and transport.where == "device"
-        foreign = None if remote else self._foreign_gpu(ctx, options)  # before any work: a refusal should be quick
+        foreign = None if remote else self.check_gpu(ctx, options, cuda.first_device())  # before any work: refuse quickly
         onnx_path, shapes = self._engine_onnx(ctx, ranges)
         details: dict[str, Any] = {"dynamic_shapes": {k: [list(d) for d in v] for k, v in ranges.items()}}
         if ctx.precision == "int8":
@@ -108,11 +107,10 @@ class TensorRTBackend(Backend):
     # --- steps -------------------------------------------------------------------------------
 
     @staticmethod
-    def _foreign_gpu(ctx: ConvertContext, options: TrtOptions) -> str | None:
-        """Refuse a local build on a GPU other than the target's, unless allowed; returns why it is foreign (or None)."""
-        from edgekit.remote import cuda
-
-        foreign = foreign_gpu(options, cuda.first_device())
+    def check_gpu(ctx: ConvertContext, options: TrtOptions, device: dict[str, Any]) -> str | None:
+        """Refuse a local build on ``device`` (this host's GPU) when it is not the target's, unless allowed;
+        returns why it is foreign, or None."""
+        foreign = foreign_gpu(options, device)
         if foreign and not ctx.build_host.allow_foreign_gpu:
             raise OptionsError(f"target '{ctx.profile.name}': {foreign}, so it would not run on the target. Nothing was built.",
                                hint="build on the device with --device NAME, or pass --allow-foreign-gpu to build an engine for this "
