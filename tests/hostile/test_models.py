@@ -1,11 +1,13 @@
 """Hostile and broken model files: each ends in a ModelError that says what is wrong, before any library loads it."""
 
 import os
+import re
 import zipfile
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import ModelError
 from edgekit.modelio import load_model
@@ -45,12 +47,21 @@ def test_zip_renamed_onnx(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("location", ["../weights.bin", "sub/../../weights.bin", "/etc/passwd"])
-def test_external_data_outside_folder_is_refused(tmp_path, location):
+TRAVERSAL = "external data must live inside the model's folder"
+
+
+@pytest.mark.parametrize("outside_exists", [True, False], ids=["outside-file-exists", "outside-file-missing"])
+@pytest.mark.parametrize(("location", "why"), [("../weights.bin", "contains '..'"), ("sub/../../weights.bin", "contains '..'"),
+                                               ("/etc/passwd", "is an absolute path")], ids=["parent", "nested-parent", "absolute"])
+def test_external_data_outside_folder_is_refused(tmp_path, location, why, outside_exists):
+    """Refused for being outside, whether or not the file is there: never a "file not found" that invites a retry."""
     path = save_external(tmp_path / "m", location)
-    (tmp_path / "weights.bin").write_bytes(b"\0" * 48)
-    with pytest.raises(ModelError, match=r"\.\.|absolute path"):
+    if outside_exists:
+        (tmp_path / "weights.bin").write_bytes(b"\0" * 48)
+    with pytest.raises(ModelError) as refused:
         load_model(path)
+    assert f"{why}; {TRAVERSAL}" in refused.value.message
+    assert "not found" not in refused.value.message
 
 
 def test_external_data_symlink_is_refused(tmp_path):
@@ -58,8 +69,86 @@ def test_external_data_symlink_is_refused(tmp_path):
     outside = tmp_path / "outside.bin"
     os.replace(tmp_path / "m" / "weights.bin", outside)
     os.symlink(outside, tmp_path / "m" / "weights.bin")
-    with pytest.raises(ModelError, match="symbolic link|outside"):
+    with pytest.raises(ModelError, match="is a symbolic link or resolves outside the model's folder"):
         load_model(path)
+
+
+def test_external_data_under_a_symlinked_directory_is_refused(tmp_path):
+    """sub/weights.bin where sub is a link to a folder outside: the file itself is no link."""
+    path = save_external(tmp_path / "m", "sub/weights.bin")
+    (tmp_path / "outside").mkdir()
+    os.replace(tmp_path / "m" / "weights.bin", tmp_path / "outside" / "weights.bin")
+    os.symlink(tmp_path / "outside", tmp_path / "m" / "sub")
+    with pytest.raises(ModelError) as refused:
+        load_model(path)
+    assert "resolves outside the model's folder" in refused.value.message and str(tmp_path / "outside") in refused.value.message
+
+
+@pytest.mark.timeout(60)  # a FIFO opened for reading would block forever
+@pytest.mark.parametrize(("make", "expected"), [
+    (os.mkfifo, "is not a regular file"),
+    (os.mkdir, "is not a regular file"),
+    (lambda p: p.write_bytes(b""), "runs past the end of the file (0 bytes)"),
+], ids=["fifo", "directory", "empty-file"])
+def test_external_data_that_is_not_a_data_file(tmp_path, make, expected):
+    path = save_external(tmp_path / "m")
+    (tmp_path / "m" / "weights.bin").unlink()
+    make(tmp_path / "m" / "weights.bin")
+    with pytest.raises(ModelError, match=re.escape(expected)):
+        load_model(path)
+    import edgekit
+
+    with pytest.raises(ModelError, match=re.escape(expected)):  # the whole build refuses it before reading it, the cache key included
+        edgekit.build(path, "arm-ncnn", precision="fp32", out_dir=tmp_path / "out")
+
+
+def _external(tensor, location: str):
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def _constant(name: str, location: str):
+    return helper.make_node("Constant", [], [name], value=_external(numpy_helper.from_array(np.ones(4, np.float32), name + "_value"), location))
+
+
+def subgraph_model(location: str):
+    """The external tensor sits in an If branch."""
+    branch = lambda name: helper.make_graph([_constant(name, location)], name, [],  # noqa: E731
+                                             [helper.make_tensor_value_info(name, TensorProto.FLOAT, [4])])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("a"), else_branch=branch("b"))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def function_model(location: str):
+    """The external tensor sits in a model-local function's body (onnx's loader fills those too)."""
+    body = [_constant("c", location), helper.make_node("Add", ["x", "c"], ["y"])]
+    function = helper.make_function("local", "AddWeights", ["x"], ["y"], body, [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("AddWeights", ["x"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+
+
+@pytest.mark.parametrize("make", [subgraph_model, function_model], ids=["subgraph", "function"])
+def test_external_data_in_subgraphs_and_functions_is_checked(tmp_path, make):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(np.full(4, 2.0, np.float32).tobytes())
+    (tmp_path / "secret.bin").write_bytes(b"\xff" * 16)
+    good = folder / "good.onnx"
+    onnx.save(make("w.bin"), str(good))
+    assert load_model(good).outputs[0].name == "y"  # the model itself is fine: only where its data lives is wrong below
+    bad = folder / "bad.onnx"
+    onnx.save(make("../secret.bin"), str(bad))
+    with pytest.raises(ModelError) as refused:
+        load_model(bad)
+    assert f"contains '..'; {TRAVERSAL}" in refused.value.message
 
 
 def test_external_data_hardlink_is_refused(tmp_path):
