@@ -45,8 +45,12 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     mean_abs = float(np.mean(np.abs(diff))) if diff.size else 0.0
     ref_scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_rel = max_abs / ref_scale if ref_scale > _TINY else (0.0 if max_abs == 0 else math.inf)
-    signal, noise = float(np.sum(ref * ref)), float(np.sum(diff * diff))
-    norm_product = math.sqrt(signal) * math.sqrt(float(np.sum(out * out)))
+    # SQNR and cosine do not depend on scale: normalized, squares neither underflow (a 1e-200 reference against
+    # zeros would otherwise look noise-free) nor overflow
+    scale = max(ref_scale, float(np.max(np.abs(out))) if out.size else 0.0) or 1.0
+    ref_n, out_n, diff_n = ref / scale, out / scale, diff / scale
+    signal, noise = float(np.sum(ref_n * ref_n)), float(np.sum(diff_n * diff_n))
+    norm_product = math.sqrt(signal) * math.sqrt(float(np.sum(out_n * out_n)))
     if noise == 0.0:
         sqnr, cosine = math.inf, 1.0
     elif signal == 0.0:
@@ -54,7 +58,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         sqnr, cosine = -math.inf, 0.0
     else:
         sqnr = 10.0 * math.log10(signal / noise)
-        cosine = float(np.dot(ref, out) / norm_product) if norm_product > 0 else 0.0
+        cosine = float(np.dot(ref_n, out_n) / norm_product) if norm_product > 0 else 0.0
 
     if cosine < tolerance.min_cosine:
         failures.append(f"cosine {cosine:.6f} < {tolerance.min_cosine}")

@@ -1,12 +1,11 @@
 """Outputs that could fool a comparison, and artifacts that could crash a runtime."""
 
-import dataclasses
 import json
-import shutil
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
 import edgekit.profiles
@@ -14,7 +13,7 @@ from edgekit.calibration import random_samples
 from edgekit.modelio import load_model
 from edgekit.reference import run_reference
 from edgekit.transport.local import LocalTransport
-from edgekit.types import Artifact, IOBinding
+from edgekit.types import Artifact
 from edgekit.verify import verify_artifact
 
 
@@ -76,21 +75,36 @@ def test_broken_tflite_fails_verification_cleanly(good_tflite, superres, tmp_pat
     assert "the runtime failed on this host" in result.reason
 
 
+def reweighted(model, folder):
+    """The same network (same inputs, outputs and shapes) with its weights shuffled within each tensor: another model its
+    artifact could be mistaken for, with every value still plausible (BatchNorm variances stay positive)."""
+    proto = onnx.load(str(model))
+    rng = np.random.default_rng(5)
+    for tensor in proto.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.float32 and array.size > 1:
+            tensor.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), tensor.name))
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(folder / model.name))
+    return folder / model.name
+
+
 @pytest.mark.slow
-def test_wrong_model_artifact_fails(good_tflite, cnn, tmp_path):
-    """An artifact of another model (right runtime, wrong content) cannot pass against this model's reference."""
-    source, report = good_tflite
-    other = edgekit.build(cnn, "arm", precision="fp32", out_dir=tmp_path / "cnn")
-    swapped = dataclasses.replace(
-        Artifact(path=tmp_path / "cnn" / other.artifact, backend="tflite", precision="fp32", runtime="tflite",
-                 inputs=other.io["inputs"], outputs=[IOBinding("logits", other.io["outputs"][0].artifact_name)]))
+def test_wrong_model_artifact_fails(cnn, tmp_path):
+    """A good artifact of another model (right runtime, same I/O, other weights) cannot pass against this model's reference."""
+    from edgekit.backends import get_backend
+
+    other = edgekit.build(reweighted(cnn, tmp_path / "other"), "arm-ncnn", precision="fp32", out_dir=tmp_path / "theirs")
+    assert other.verification.status == "passed"  # it is a faithful artifact of its own model
+    folder = tmp_path / "theirs"
+    artifact = Artifact(path=folder / other.artifact, backend="ncnn", precision="fp32", runtime="ncnn", inputs=other.io["inputs"],
+                        outputs=other.io["outputs"], extra_files=[folder / name for name in other.artifact_files[1:]])
     loaded = load_model(cnn)
     samples = random_samples(loaded.inputs, 2, seed=0)
-    reference = [{"logits": ref["logits"] * -1.0} for ref in run_reference(loaded.proto, samples)]  # a reference it cannot match
-    tolerance = edgekit.profiles.resolve_target("arm").tolerance_for("fp32")
-    result = verify_artifact(swapped, samples, reference, tolerance, LocalTransport(), warmup=0, runs=1)
-    assert result.status == "failed" and "cosine" in result.reason
-    shutil.rmtree(tmp_path / "cnn")
+    profile = edgekit.profiles.resolve_target("arm-ncnn")
+    result = verify_artifact(artifact, samples, run_reference(loaded.proto, samples), profile.tolerance_for("fp32"), LocalTransport(),
+                             warmup=0, runs=1, options=get_backend("ncnn").runner_options(artifact, profile))
+    assert result.status == "failed" and "SQNR" in result.reason and "cosine" in result.reason
 
 
 @pytest.mark.slow
