@@ -48,10 +48,11 @@ def bench_one(model: Path, target: str, precision: str, calib: Path, runs: int, 
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         try:
-            options = BuildOptions(latency_runs=runs, use_cache=False)
+            # engines for this host's GPU, measured here: the Jetson profile supplies options, not the GPU
+            options = BuildOptions(latency_runs=runs, use_cache=False, allow_foreign_gpu=True)
             report = edgekit.build(model, target, precision=precision, calib=calib if precision == "int8" else None, out_dir=out, options=options)
         except EdgekitError as exc:
-            return {**row, "error": str(exc).splitlines()[0], "exit_code": exc.exit_code}
+            return {**row, "error": str(exc).splitlines()[0], "exit_code": exc.exit_code, "cache": {"hit": False}}
         row["total_s"] = round(time.perf_counter() - started, 3)
     stages = {s.name: s for s in report.stages}
     engine = stages.get("engine")
@@ -66,6 +67,7 @@ def bench_one(model: Path, target: str, precision: str, calib: Path, runs: int, 
         "timing_cache_hit": engine.detail.get("timing_cache_hit") if engine else None,
         "qdq_min_sqnr_db": stages["quantize"].detail.get("min_sqnr_db") if "quantize" in stages else None,
         "status": verification.status,
+        "cache": {"hit": bool(report.cache and report.cache.get("hit"))},  # always false: use_cache=False
         "min_sqnr_db": min((o.sqnr_db for o in verification.outputs), default=None),
         "min_cosine": min((o.cosine for o in verification.outputs), default=None),
         "latency_ms": {k: getattr(verification.latency_ms, k) for k in ("p50", "p90", "p99", "mean")} if verification.latency_ms else None,
