@@ -49,8 +49,9 @@ def bench_one(model: Path, target: str, precision: str, calib: Path, always_data
             report = edgekit.build(model, target, precision=precision, calib=calib if precision == "int8" or always_data else None, out_dir=out,
                                    transports=transports, options=BuildOptions(use_cache=False))
         except EdgekitError as exc:
-            return {**row, "error": str(exc).splitlines()[0]}
+            return {**row, "error": str(exc).splitlines()[0], "cache": {"hit": False}}
     row["seconds"] = round(time.perf_counter() - started, 1)
+    row["cache"] = {"hit": bool(report.cache and report.cache.get("hit"))}  # always false: use_cache=False
     row["places"] = {}
     for verification in report.verifications:
         worst = min(verification.outputs, key=lambda o: o.sqnr_db) if verification.outputs else None
