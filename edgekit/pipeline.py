@@ -157,6 +157,7 @@ def build(
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     if device_error is not None:
+        device_error.report = report
         raise device_error
     if key is not None and report.verification.status != "failed":
         _store(key, report, options.out_dir, replace=not options.use_cache)
