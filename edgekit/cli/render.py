@@ -114,6 +114,8 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
     places = report.get("verifications") or []
     if places:
         out.print(places_table(places))
+    if any(p["where"] == "emulated" and (p.get("latency_ms") or {}).get("p50") for p in places):
+        out.print("* p50 on an emulated CPU" + EMULATED_SPEED)
     if len([p for p in places if p["outputs"]]) > 1:
         out.print(sqnr_comparison(places))
     if verification.get("reason") and not places:  # with places, the reasons are in their table
@@ -138,7 +140,7 @@ def places_table(places: list[dict[str, Any]]) -> Any:
         fault = entry.get("fault")
         outcome = f"{fault['kind']} (exit {fault['exit_code']})" if fault else entry["status"]
         p50 = (entry.get("latency_ms") or {}).get("p50")
-        speed = f"{p50:.3f}" + (EMULATED_SPEED if entry["where"] == "emulated" else "") if p50 else "-"
+        speed = f"{p50:.3f}" + ("*" if entry["where"] == "emulated" else "") if p50 else "-"
         reason = entry.get("reason") or ""
         if (entry.get("environment") or {}).get("rebooted_since_last_run"):
             reason = "rebooted since the last run" + (f"; {reason}" if reason else "")

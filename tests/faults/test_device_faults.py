@@ -148,7 +148,7 @@ def test_runtime_missing_on_device_is_skipped_with_what_to_install(built_superre
     assert result.returncode == 0, result.stderr
     verification = json.loads(result.stdout)["verification"]
     assert verification["status"] == "skipped" and verification["where"] == "device"
-    assert "not available on the device" in verification["reason"] and "pip install ai-edge-litert" in verification["reason"]
+    assert "not available on device 'localhost-ssh'" in verification["reason"] and "pip install ai-edge-litert" in verification["reason"]
 
 
 @pytest.mark.slow

@@ -219,7 +219,7 @@ def test_devices_check_probe_that_hangs_is_killed(ssh_server, tmp_path, monkeypa
     name = device_with(ssh_server(), tmp_path, monkeypatch, python=str(wrapper), run_timeout=3)
     result = cli("devices", "check", name)
     assert result.returncode == 10, result.stderr
-    assert "the probe did not finish within 3 s and was killed on the device" in result.stderr
+    assert "the probe did not finish within 3 s and was killed on device 'localhost-ssh'" in result.stderr
     time.sleep(1)
     assert _still_running(marker) == ""
 
