@@ -38,6 +38,7 @@ PIPELINE_TOOLS = ("onnx", "onnxruntime", "onnxsim", "onnxslim", "numpy")
 # Bump when what a build writes changes shape (report fields, artifact naming), so old entries miss.
 CACHE_FORMAT = 4
 _PACKAGE_DIR = Path(__file__).resolve().parent
+STATE_DIR = ".state"
 
 
 def user_cache(name: str) -> Path:
@@ -51,6 +52,12 @@ def cache_dir() -> Path:
     if configured:
         return Path(configured).expanduser()
     return user_cache("builds")
+
+
+def state_dir() -> Path:
+    """What edgekit remembers between runs that is not a build (e.g. each device's last boot id).
+    Inside the cache folder, but never evicted or cleared with the builds."""
+    return cache_dir() / STATE_DIR
 
 
 def max_bytes() -> int:
@@ -267,7 +274,7 @@ def clear(root: Path | None = None) -> int:
         return 0
     count = 0
     for item in root.iterdir():
-        if item.is_dir():
+        if item.is_dir() and item.name != STATE_DIR:
             count += not item.name.startswith(".")
             shutil.rmtree(item, ignore_errors=True)
     return count

@@ -36,8 +36,11 @@ from edgekit.errors import DeviceError, InputError
 
 DEVICE_KEYS = {
     "host", "port", "user", "key_file", "known_hosts", "jump_host", "target", "python", "work_dir",
-    "connect_timeout", "upload_timeout", "run_timeout", "lock_timeout", "description",
+    "connect_timeout", "handshake_timeout", "auth_timeout", "command_timeout", "keepalive_interval",
+    "keepalive_count_max", "upload_timeout", "run_timeout", "lock_timeout", "description",
 }
+TIMEOUT_KEYS = ("connect_timeout", "handshake_timeout", "auth_timeout", "command_timeout", "keepalive_interval",
+                "upload_timeout", "run_timeout", "lock_timeout")
 EMULATOR_KEYS = {"emulator", "cpu", "target", "run_timeout", "lock_timeout", "description"}
 HOST_NAME, EMULATOR_PREFIX = "host", "emu:"
 _AD_HOC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
@@ -55,7 +58,16 @@ class Device:
     target: str | None = None
     python: str = "python3"
     work_dir: str = "/tmp/edgekit"
+    # Deadlines (seconds), each stated in docs/devices.md: the TCP connection; from there to the start of
+    # authentication (SSH banner + key exchange); authentication; each short remote command (python
+    # probe, hash check, rename, cleanup); a silent connection is given up after about
+    # keepalive_interval * (keepalive_count_max + 1).
     connect_timeout: float = 15.0
+    handshake_timeout: float = 30.0
+    auth_timeout: float = 30.0
+    command_timeout: float = 60.0
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
     upload_timeout: float = 300.0
     run_timeout: float = 600.0
     lock_timeout: float = 900.0
@@ -74,7 +86,10 @@ class Device:
             "key_file": str(self.key_file) if self.key_file else None,
             "known_hosts": str(self.known_hosts) if self.known_hosts else None,
             "jump_host": self.jump_host, "target": self.target, "python": self.python, "work_dir": self.work_dir,
-            "timeouts": {"connect": self.connect_timeout, "upload": self.upload_timeout, "run": self.run_timeout, "lock": self.lock_timeout},
+            "timeouts": {"connect": self.connect_timeout, "handshake": self.handshake_timeout, "auth": self.auth_timeout,
+                         "command": self.command_timeout, "upload": self.upload_timeout, "run": self.run_timeout,
+                         "lock": self.lock_timeout, "keepalive_interval": self.keepalive_interval,
+                         "keepalive_count_max": self.keepalive_count_max},
             "source": str(self.source) if self.source else None,
             "emulator": self.emulator, "cpu": self.cpu,
         }
@@ -123,11 +138,15 @@ def _parse_device(name: str, table: dict[str, Any], source: Path) -> Device:
             raise _fail(source, f"{prefix}.{key}", f"expected a string, got {value!r}")
         return value
 
-    def number(key: str, default: float) -> float:
-        value = table.get(key, default)
+    def number(key: str) -> float:
+        value = table.get(key, Device.__dataclass_fields__[key].default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise _fail(source, f"{prefix}.{key}", f"expected a positive number of seconds, got {value!r}")
         return float(value)
+
+    keepalive_count_max = table.get("keepalive_count_max", Device.keepalive_count_max)
+    if isinstance(keepalive_count_max, bool) or not isinstance(keepalive_count_max, int) or keepalive_count_max < 1:
+        raise _fail(source, f"{prefix}.keepalive_count_max", f"expected a whole number >= 1, got {keepalive_count_max!r}")
 
     port = table.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
@@ -143,9 +162,8 @@ def _parse_device(name: str, table: dict[str, Any], source: Path) -> Device:
     return Device(
         name=name, host=table["host"], port=port, user=text("user"), key_file=path("key_file"), known_hosts=path("known_hosts"),
         jump_host=text("jump_host"), target=text("target"), python=text("python") or "python3",
-        work_dir=text("work_dir") or "/tmp/edgekit", connect_timeout=number("connect_timeout", 15.0),
-        upload_timeout=number("upload_timeout", 300.0), run_timeout=number("run_timeout", 600.0),
-        lock_timeout=number("lock_timeout", 900.0), description=text("description") or "", source=source,
+        work_dir=text("work_dir") or "/tmp/edgekit", keepalive_count_max=keepalive_count_max,
+        **{key: number(key) for key in TIMEOUT_KEYS}, description=text("description") or "", source=source,
     )
 
 

@@ -60,9 +60,51 @@ class MissingDependency(EdgekitError):
 
 
 class DeviceError(EdgekitError):
-    """A device or transport problem: unreachable host, bad host key, auth, timeouts, remote failures."""
+    """A device or transport problem. Exit code 6 for the family; the subclasses below say more precisely
+    what failed, with their own codes (README, "Exit codes")."""
 
     exit_code = 6
+    #: a short name for the kind of fault, written into the report (``verification.fault.kind``)
+    kind = "device"
+    #: the report written before this error was raised (a build verified on devices), so it can be shown
+    report = None
+
+
+class DeviceUnreachable(DeviceError):
+    """No TCP connection: refused, unknown host name, no route, or no answer within connect_timeout."""
+
+    exit_code = 7
+    kind = "unreachable"
+
+
+class DeviceAuthFailed(DeviceError):
+    """The device refused authentication. Never retried: a retry cannot fix a wrong key or user."""
+
+    exit_code = 8
+    kind = "auth-refused"
+
+
+class DeviceConnectionLost(DeviceError):
+    """The connection dropped or was reset after it was established (an upload is retried once first)."""
+
+    exit_code = 9
+    kind = "connection-lost"
+
+
+class DeviceStalled(DeviceError):
+    """The device stopped answering within a stated deadline: no SSH banner, a key exchange or an
+    authentication that never finishes, a connection gone silent (keepalives unanswered), or a remote
+    command that hangs (it is killed on the device)."""
+
+    exit_code = 10
+    kind = "stalled"
+
+
+class DeviceTransferFailed(DeviceError):
+    """A file did not arrive intact: its size or sha256 was still wrong after one re-send."""
+
+    exit_code = 11
+    kind = "transfer-corrupted"
 
 
 class VerificationFailed(EdgekitError):

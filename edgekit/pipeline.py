@@ -168,6 +168,7 @@ def build(
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     if device_error is not None:
+        device_error.report = report
         raise device_error
     return report
 

@@ -68,6 +68,7 @@ def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
         environment=verification.get("environment", {}),
         cpu=verification.get("cpu"),
         emulator=verification.get("emulator"),
+        fault=verification.get("fault"),
     )
 
 

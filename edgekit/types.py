@@ -158,6 +158,8 @@ class VerificationResult:
     environment: dict[str, Any] = field(default_factory=dict)
     cpu: str | None = None  # the emulated CPU model (where == "emulated")
     emulator: dict[str, Any] | None = None  # {arch, cpu, qemu, python, created_at, lock_sha256} of the emulator used
+    # why verification could not run on a device: {"kind", "exit_code", "message"} (None: no device fault)
+    fault: dict[str, Any] | None = None
 
     @classmethod
     def skipped(cls, reason: str, where: Literal["host", "device", "emulated"] = "host", **extra: Any) -> VerificationResult:
@@ -178,6 +180,7 @@ class VerificationResult:
             "environment": self.environment,
             "cpu": self.cpu,
             "emulator": self.emulator,
+            "fault": self.fault,
         }
 
 

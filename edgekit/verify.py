@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.calibration import SampleSet
-from edgekit.errors import DeviceError, script_error
+from edgekit.errors import DeviceError, DeviceStalled, script_error
 from edgekit.metrics import compare, merge
 from edgekit.profiles import Tolerance
 from edgekit.remote.bundle import BUNDLE_NAME, write_bundle
@@ -151,6 +151,7 @@ def verify_artifact(
     environment = {k: timings.get(k) for k in ("python", "machine", "system", "numpy", "peak_rss_kb", "runner_version",
                                                 "started_at", "finished_at")}
     environment.update(timings.get("environment_extra") or {})  # e.g. TensorRT: GPU, memory, timer used
+    environment.update(transport.facts)  # e.g. a device's boot id, whether it rebooted, how files travelled
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
                               latency_ms=latency, environment=environment, **base)
 
@@ -168,10 +169,12 @@ def verify_everywhere(
 ) -> tuple[list[VerificationResult], DeviceError | None]:
     """Verify on each transport, devices concurrently; one result per transport, in order.
 
-    A transport fault becomes a ``skipped`` result carrying the reason, and the first such fault is
-    returned so the caller can exit non-zero after writing the report.
+    A transport fault becomes a ``skipped`` result carrying the reason and the fault; one error for all
+    faults (edgekit.fleet.fleet_error) is returned so the caller can exit non-zero after writing the report.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    from edgekit.fleet import fault_of, fleet_error
 
     def one(transport: Transport) -> tuple[VerificationResult, DeviceError | None]:
         try:
@@ -179,7 +182,7 @@ def verify_everywhere(
         except DeviceError as exc:
             skipped = VerificationResult.skipped(f"verification could not run: {exc.message}", where=transport.where,
                                                  device=transport.device_name, samples=samples.count, input_source=samples.source,
-                                                 **transport.report_fields())
+                                                 environment=dict(transport.facts), fault=fault_of(exc), **transport.report_fields())
             return skipped, exc
 
     if len(transports) == 1:
@@ -187,19 +190,23 @@ def verify_everywhere(
     else:
         with ThreadPoolExecutor(max_workers=len(transports)) as pool:
             outcomes = list(pool.map(one, transports))
-    errors = [error for _, error in outcomes if error is not None]
-    return [result for result, _ in outcomes], (errors[0] if errors else None)
+    failures = [(str(result.device or result.where), error) for result, error in outcomes if error is not None]
+    return [result for result, _ in outcomes], fleet_error(failures, len(transports))
 
 
 def probe(transport: Transport, path: str = ".", timeout: float = 300.0) -> dict:
-    """What the machine behind ``transport`` has (OS, arch, python, runtimes, free disk), from the remote probe."""
+    """What the machine behind ``transport`` has (OS, arch, python, runtimes, free disk), from the remote probe,
+    and what the transport learnt on the way (``connection``: boot id, file transfer used)."""
     with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as scratch, transport:
         transport.upload(write_bundle(Path(scratch)), BUNDLE_NAME)
         result = transport.run_python(BUNDLE_NAME, ["probe", "--path", path], timeout=timeout)
     place = "this host" if transport.where == "host" else f"device '{transport.device_name}'"
+    if result.signal == "ALRM":
+        raise DeviceStalled(f"{place}: the probe did not finish within {timeout:g} s and was killed {transport.place}",
+                            hint="an import of a runtime may hang there; raise run_timeout in devices.toml if the device is just slow")
     if result.exit_code != 0:
         raise DeviceError(f"{place}: the probe failed: {result.stderr.strip()[-800:]}")
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return {**json.loads(result.stdout.strip().splitlines()[-1]), "connection": dict(transport.facts)}
     except (ValueError, IndexError):
         raise DeviceError(f"{place}: the probe printed no JSON: {result.stdout.strip()[-300:]!r}") from None

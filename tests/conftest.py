@@ -125,3 +125,41 @@ def built_superres(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
     report = edgekit.build(sample_dir / "super_resolution.onnx", "arm", precision="fp32", out_dir=out)
     assert report.verification.status == "passed"
     return out
+
+
+def _servers(tmp_path: Path, server_class, installed: bool, missing: str):
+    """A factory starting servers of ``server_class`` in ``tmp_path``; yields it, then stops them all."""
+    if not installed:
+        pytest.skip(missing)
+    started = []
+
+    def start(**options):
+        server = server_class(tmp_path / str(len(started)), **options)
+        started.append(server)
+        try:
+            return server.start()
+        except RuntimeError as exc:
+            pytest.skip(f"cannot start {server_class.__name__} here: {exc}")
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def ssh_server(tmp_path: Path):
+    """A factory for more real sshds with options (``sftp=False``, ``extra_config=...``)."""
+    from tests.sshd import SSHServer, have_sshd
+
+    yield from _servers(tmp_path / "sshd-extra", SSHServer, have_sshd(),
+                        "OpenSSH server not installed (Debian: apt-get install openssh-server; .ci/run does)")
+
+
+@pytest.fixture
+def dropbear_server(tmp_path: Path):
+    """A factory for real Dropbear servers (``sftp=False``: without its sftp-server). Dropbear runs in a private
+    mount namespace: where that is not permitted (needs root or user namespaces) the test is skipped."""
+    from tests.sshd import DropbearServer, have_dropbear
+
+    yield from _servers(tmp_path / "dropbear", DropbearServer, have_dropbear(),
+                        "Dropbear not installed (Debian: apt-get install dropbear-bin; .ci/run does)")

@@ -71,6 +71,7 @@ def test_devices_list_and_check(device_book):
     probe = json.loads(checked.stdout)["localhost-ssh"]
     assert probe["system"] == "Linux" and probe["python_ok"] and probe["numpy"]
     assert probe["runtimes"]["ai_edge_litert"] and probe["free_disk_bytes"] > 0
+    assert probe["connection"]["file_transfer"] == "sftp" and probe["connection"]["boot_id"]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import click
 
 from edgekit.cli.app import CONTEXT, cli
 from edgekit.cli.render import PrefixedProgress, RichProgress, print_matrix, print_matrix_errors, print_summary
+from edgekit.errors import DeviceError
 from edgekit.types import PRECISIONS
 
 
@@ -45,11 +46,11 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
-    3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error.
+    3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error (7 unreachable,
+    8 authentication refused, 9 connection lost, 10 stalled, 11 a file arrived corrupted twice).
     """
     from edgekit.modelio import parse_input_shapes
     from edgekit.pipeline import build as run_build
-    from edgekit.report import report_to_dict
     from edgekit.types import BuildOptions
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
@@ -68,15 +69,27 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     try:
         report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir, transports=transports,
                            input_shapes=shapes, options=options, progress=progress, keep_work=keep_work)
+    except DeviceError as exc:  # the build is fine, devices failed: show its report, then the error
+        progress.close()
+        if exc.report is not None:
+            show_report(exc.report, as_json, quiet)
+        raise
     finally:
         progress.close()
+    show_report(report, as_json, quiet)
+    if report.verification.status == "failed":
+        sys.exit(1)
+
+
+def show_report(report: Any, as_json: bool, quiet: bool) -> None:
+    """The report as JSON (--json), or its summary for people (unless --quiet)."""
+    from edgekit.report import report_to_dict
+
     data = report_to_dict(report)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif not quiet:
         print_summary(data, report.report_path)
-    if report.verification.status == "failed":
-        sys.exit(1)
 
 
 def device_transports(specs: tuple[str, ...], keep_remote: bool) -> tuple[list, list]:

@@ -49,7 +49,7 @@ def devices_check(name: str, as_json: bool) -> None:
     results = {}
     for device in resolve_devices([name]):
         transport = transport_for(device)
-        results[device.name] = probe(transport, device.work_dir if transport.where == "device" else ".", timeout=device.connect_timeout + 120)
+        results[device.name] = probe(transport, device.work_dir if transport.where == "device" else ".", timeout=device.run_timeout)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -112,14 +112,13 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
     out.print(f"verification [{STATUS_COLOURS[status]}]{status}[/] on {place_label(verification)}"
               + (f" with {verification['runtime']}" if verification.get("runtime") else ""))
     places = report.get("verifications") or []
-    for other in places if len(places) > 1 else []:
-        p50 = (other.get("latency_ms") or {}).get("p50")
-        speed = f", p50 {p50:.3f} ms" + (EMULATED_SPEED if other["where"] == "emulated" else "") if p50 else ""
-        out.print(f"  {place_label(other)}: [{STATUS_COLOURS[other['status']]}]{other['status']}[/]{speed}"
-                  + (f" ({escape(other['reason'])})" if other.get("reason") else ""), soft_wrap=True)
+    if places:
+        out.print(places_table(places))
+    if any(p["where"] == "emulated" and (p.get("latency_ms") or {}).get("p50") for p in places):
+        out.print("* p50 on an emulated CPU" + EMULATED_SPEED)
     if len([p for p in places if p["outputs"]]) > 1:
         out.print(sqnr_comparison(places))
-    if verification.get("reason"):
+    if verification.get("reason") and not places:  # with places, the reasons are in their table
         out.print(f"             {escape(verification['reason'])}", soft_wrap=True)
     latency = verification.get("latency_ms")
     if latency:
@@ -134,6 +133,24 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
         out.print(f"cache        not written: {escape(cached['not_written'])} (the build itself is complete)", soft_wrap=True)
     if report_path:
         out.print(f"report       {report_path}")
+
+
+def places_table(places: list[dict[str, Any]]) -> Any:
+    """One row per place verified on (devices of a fleet): its outcome, or its fault and exit code, and why."""
+    from rich.markup import escape
+
+    table = _table("place", "outcome", "p50 ms", "reason", title="verified on", right=("p50 ms",))
+    for entry in places:
+        fault = entry.get("fault")
+        outcome = f"{fault['kind']} (exit {fault['exit_code']})" if fault else entry["status"]
+        p50 = (entry.get("latency_ms") or {}).get("p50")
+        speed = f"{p50:.3f}" + ("*" if entry["where"] == "emulated" else "") if p50 else "-"
+        reason = entry.get("reason") or ""
+        if (entry.get("environment") or {}).get("rebooted_since_last_run"):
+            reason = "rebooted since the last run" + (f"; {reason}" if reason else "")
+        colour = "red" if fault else STATUS_COLOURS[entry["status"]]
+        table.add_row(escape(place_label(entry)), f"[{colour}]{escape(outcome)}[/]", speed, escape(reason))
+    return table
 
 
 def place_label(verification: dict[str, Any]) -> str:
@@ -221,3 +238,8 @@ def print_probe(device_name: str, probe: dict[str, Any]) -> None:
         click.echo(f"  {runtime:<16} {version or '-'}")
     if probe.get("trtexec"):
         click.echo(f"  trtexec          {probe['trtexec']}")
+    facts = probe.get("connection") or {}
+    if facts.get("file_transfer"):
+        click.echo(f"  file transfer    {facts['file_transfer']}" + (f" ({facts['file_transfer_reason']})" if facts.get("file_transfer_reason") else ""))
+    if "boot_id" in facts:
+        click.echo(f"  boot id          {facts['boot_id'] or 'unknown'}" + (" (rebooted since the last run)" if facts.get("rebooted_since_last_run") else ""))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from edgekit.cli.app import CONTEXT, cli
-from edgekit.cli.build import device_transports
-from edgekit.cli.render import print_summary
+from edgekit.cli.build import device_transports, show_report
 
 
 @cli.command(context_settings=CONTEXT)
@@ -27,16 +25,11 @@ def verify(build: Path, devices: tuple[str, ...], model: Path | None, keep_remot
     Every artifact file's sha256 is checked against the report first. The pass criteria come from the target
     profile (and --tolerance), never from the report being checked. Exit codes as for 'build'.
     """
-    from edgekit.report import report_to_dict
     from edgekit.reverify import reverify
 
     transports, _ = device_transports(devices, keep_remote)
     report, error = reverify(build, transports, model, tolerances)
-    data = report_to_dict(report)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        print_summary(data, report.report_path)
+    show_report(report, as_json, quiet=False)
     if error is not None:
         raise error
     if report.verification.status == "failed":

@@ -13,14 +13,39 @@ from edgekit.errors import DeviceError
 if TYPE_CHECKING:
     from edgekit.profiles import TargetProfile
 
-# Runs on the host or the device as `python -c GUARD LOCK LOCK_TIMEOUT TIMEOUT argv...` (Python 3.8+):
-# takes the machine's lock (flock: the OS drops it when this process ends, so it never goes stale),
-# so two runs never measure each other; then runs argv in its own process group and kills the
-# whole group after TIMEOUT seconds, or when argv ends (children left behind would hold the SSH
-# channel open). It keeps working if the SSH connection is gone.
+# Runs on the host or the device as `python -c GUARD LOCK LOCK_TIMEOUT TIMEOUT OVER_SSH argv...`
+# (Python 3.8+), in the run folder: takes the machine's lock (flock: the OS drops it when this process
+# ends, so it never goes stale), so two runs never measure each other; then runs argv in its own process
+# group and kills the whole group after TIMEOUT seconds, when argv ends (children left behind would hold
+# the SSH channel open), or on SIGTERM/SIGHUP. With OVER_SSH=1 it also ends the run when its stdin (the
+# SSH channel) reaches EOF: the client is gone and nobody waits for the result; and it records its pid,
+# the group and its deadline in .edgekit-guard.json in the run folder, so edgekit's next connection can
+# reap a run that outlived its client.
 GUARD = r"""
-import os, signal, subprocess, sys, time
-lock_path, lock_timeout, timeout, argv = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+import json, os, signal, subprocess, sys, threading, time
+lock_path, lock_timeout, timeout, over_ssh, argv = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == '1', sys.argv[5:]
+child = None
+def record(deadline):
+    if not over_ssh:
+        return
+    try:
+        with open('.edgekit-guard.json.tmp', 'w') as handle:
+            json.dump({'guard_pid': os.getpid(), 'runner_pgid': child.pid if child else None, 'deadline': deadline}, handle)
+        os.replace('.edgekit-guard.json.tmp', '.edgekit-guard.json')
+    except OSError:
+        pass
+def kill_group():
+    try:
+        if child is not None:
+            os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+def end(signum, frame):
+    kill_group()
+    os._exit(128 + signum)
+signal.signal(signal.SIGTERM, end)
+signal.signal(signal.SIGHUP, end)
+record(time.time() + lock_timeout + timeout)
 held = None
 try:
     import fcntl
@@ -41,12 +66,14 @@ if lock_path and fcntl is not None:
                 sys.stderr.write('EDGEKIT_LOCK_TIMEOUT another edgekit run held the lock %s for more than %.0f s\n' % (lock_path, lock_timeout))
                 sys.exit(125)
             time.sleep(0.2)
-child = subprocess.Popen(argv, start_new_session=True)
-def kill_group():
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except OSError:
-        pass
+child = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL if over_ssh else None)
+record(time.time() + timeout)
+if over_ssh:
+    def watch():
+        while os.read(0, 65536):
+            pass
+        end(signal.SIGHUP, None)
+    threading.Thread(target=watch, daemon=True).start()
 try:
     code = child.wait(timeout=timeout)
 except subprocess.TimeoutExpired:
@@ -72,10 +99,12 @@ class CommandResult:
 
 
 def guarded(python: str, lock_path: str | None, lock_timeout: float, timeout: float, script: str, args: list[str],
-            runner: list[str] | None = None) -> list[str]:
+            over_ssh: bool = False, runner: list[str] | None = None) -> list[str]:
     """The argv that runs ``python script args`` under GUARD (which itself runs on ``python``); ``runner``
-    replaces the interpreter that runs the script (an emulated one)."""
-    return [python, "-c", GUARD, lock_path or "", str(lock_timeout), str(timeout), *(runner or [python]), script, *args]
+    replaces the interpreter that runs the script (an emulated one); ``over_ssh``: it runs in a device's
+    run folder with the SSH channel as stdin."""
+    return [python, "-c", GUARD, lock_path or "", str(lock_timeout), str(timeout), "1" if over_ssh else "0",
+            *(runner or [python]), script, *args]
 
 
 def interpret_guard(result: CommandResult, place: str) -> CommandResult:
@@ -99,6 +128,11 @@ class Transport(ABC):
     lock_path: str | None = None
     lock_timeout: float = 900.0
     run_timeout: float = 600.0
+    #: what the transport learnt about the machine (boot id, file transfer used, runs reaped), for the report
+    facts: dict
+
+    def __init__(self) -> None:
+        self.facts = {}
 
     def __enter__(self) -> Transport:
         self.open()

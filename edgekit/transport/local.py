@@ -18,6 +18,7 @@ class LocalTransport(Transport):
     where = "host"
 
     def __init__(self, python: str | None = None, keep: bool = False) -> None:
+        super().__init__()
         self.python = python or sys.executable
         self.keep = keep
         self.work_dir: Path | None = None

@@ -4,62 +4,42 @@ Safety rules it keeps:
 - host keys are verified against known_hosts; an unknown or changed key is an error that shows the
   fingerprint and how to trust it, never a silent auto-add;
 - every string that reaches the remote shell goes through ``shlex.quote``;
-- uploads land under a hidden temporary name, are checked by sha256 on the device, then renamed;
-- each run gets a fresh remote folder (``mktemp -d``) that is removed afterwards, also on failure;
-- a run that hangs is killed *on the device* (an alarm in the remote process, since closing the
-  SSH channel does not kill it).
+- every stage of the connection and every remote command has a deadline (devices.toml), and each
+  remote command is killed *on the device* when it passes it (closing an SSH channel kills nothing);
+- uploads land under a hidden temporary name, are checked by size and sha256 on the device (a bad
+  copy is sent once more), then renamed; downloads are checked the same way;
+- each run gets a fresh remote folder that is removed afterwards, also on failure; runs whose client
+  went away are killed, and their folders removed, on the next connection (edgekit/transport/runs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shlex
-import socket
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 from edgekit._lazy import require
 from edgekit.devices import Device
-from edgekit.errors import DeviceError
+from edgekit.errors import DeviceConnectionLost, DeviceError, DeviceStalled, DeviceTransferFailed
 from edgekit.fsutil import sha256_tree, size_of
+from edgekit.transport import remote, runs
 from edgekit.transport.base import CommandResult, Transport, guarded, interpret_guard
+from edgekit.transport.remote import deadline_command
+from edgekit.transport.ssh_connect import Stages, connect, session_error
+from edgekit.transport.ssh_files import EXEC_STREAM, SFTP, decoded, get_sftp, get_stream, put_sftp, put_stream, sftp_problem
 
 MIN_PYTHON = (3, 8)
-# The same tree hash as edgekit.fsutil.sha256_tree, for files and folders (.mlpackage).
-REMOTE_HASH = r"""
-import hashlib, os, sys
-def file_hash(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-root = sys.argv[1]
-if os.path.isfile(root):
-    print(file_hash(root))
-else:
-    digest = hashlib.sha256()
-    items = []
-    for folder, _, files in os.walk(root):
-        for name in files:
-            full = os.path.join(folder, name)
-            items.append((os.path.relpath(full, root).replace(os.sep, '/'), full))
-    for rel, full in sorted(items):
-        digest.update(rel.encode() + b'\0')
-        digest.update(file_hash(full).encode())
-    print(digest.hexdigest())
-"""
-PROBE_PYTHON = "import sys; print('%d.%d.%d' % sys.version_info[:3]); import numpy; print(numpy.__version__)"
-
-
-def quote(argv: list[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in argv)
+# How much longer than a remote command's deadline the client waits before it gives up on the device.
+CLIENT_MARGIN_S = remote.DEADLINE_KILL_AFTER + 10
 
 
 class SSHTransport(Transport):
     where = "device"
 
     def __init__(self, device: Device, keep_remote: bool = False) -> None:
+        super().__init__()
         self.device = device
         self.device_name = device.name
         self.python = device.python
@@ -71,21 +51,20 @@ class SSHTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Any = None
         self._tunnel: Any = None
+        self._stages: Stages | None = None
+        self._owner: dict[str, Any] | None = None
+        self._file_transfer: str | None = None  # SFTP or EXEC_STREAM, decided on the first transfer
 
     # --- connection -------------------------------------------------------------------------
 
     def open(self) -> None:
         self._loop = asyncio.new_event_loop()
         try:
-            self._call(self._connect())
+            self._conn, self._tunnel, self._stages = self._call(connect(self.device))
             self._check_python()
-            result = self._shell(f"mkdir -p {shlex.quote(self.device.work_dir)} && mktemp -d {shlex.quote(self.device.work_dir.rstrip('/') + '/run.XXXXXXXX')}",
-                                 timeout=self.device.connect_timeout + 30)
-            if result.exit_code != 0:
-                raise DeviceError(f"device '{self.device.name}': cannot create a work folder under {self.device.work_dir}: {result.stderr.strip() or result.stdout.strip()}",
-                                  hint="check that work_dir exists or can be created, is writable by the SSH user, and the disk is not full")
-            self.remote_dir = result.stdout.strip().splitlines()[-1]
+            self._prepare_run_folder()
         except BaseException:
+            self._release()
             self._disconnect()
             raise
 
@@ -95,12 +74,17 @@ class SSHTransport(Transport):
         try:
             if self.remote_dir and not self.keep_remote and self._conn is not None:
                 try:
-                    self._shell(f"rm -rf {shlex.quote(self.remote_dir)}", timeout=60)
+                    self._command(["rm", "-rf", self.remote_dir], self.device.command_timeout, "removing the run folder")
                 except DeviceError:
-                    pass  # the device went away; the hidden run folder is swept on a later run
+                    pass  # the device went away; the next connection removes the folder (its owner is gone)
         finally:
+            self._release()
             self._disconnect()
             self.remote_dir = None
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            runs.release(self._owner)
 
     def _disconnect(self) -> None:
         loop, self._loop = self._loop, None
@@ -116,190 +100,212 @@ class SSHTransport(Transport):
         self._conn = self._tunnel = None
         loop.close()
 
+    def _reconnect(self) -> None:
+        for conn in (self._conn, self._tunnel):
+            if conn is not None:
+                conn.abort()
+        self._conn = self._tunnel = None
+        self._conn, self._tunnel, self._stages = self._call(connect(self.device))
+
     def _call(self, coroutine: Any, timeout: float | None = None) -> Any:
         assert self._loop is not None, "SSHTransport used outside 'with'"
         if timeout is not None:
             coroutine = asyncio.wait_for(coroutine, timeout)
         return self._loop.run_until_complete(coroutine)
 
-    def _known_hosts_path(self) -> Path:
-        return self.device.known_hosts or Path.home() / ".ssh" / "known_hosts"
-
-    def _options(self) -> dict[str, Any]:
-        asyncssh = require("asyncssh", "core", purpose="SSH devices")
-        path = self._known_hosts_path()
-        # A missing known_hosts file means "no key is trusted", never "trust anything".
-        known = asyncssh.import_known_hosts(path.read_text()) if path.is_file() else asyncssh.import_known_hosts("")
-        options: dict[str, Any] = {"known_hosts": known, "connect_timeout": self.device.connect_timeout,
-                                   "keepalive_interval": 15, "keepalive_count_max": 3}
-        if self.device.port:
-            options["port"] = self.device.port
-        if self.device.user:
-            options["username"] = self.device.user
-        if self.device.key_file:
-            options["client_keys"] = [str(self.device.key_file)]
-        return options
-
-    async def _connect(self) -> None:
-        asyncssh = require("asyncssh", "core", purpose="SSH devices")
-        options = self._options()
-        where = f"{self.device.host}:{self.device.port or 22}"
-        try:
-            if self.device.jump_host:
-                from edgekit.devices import parse_ad_hoc
-
-                jump = parse_ad_hoc(self.device.jump_host)
-                jump_options = {k: v for k, v in options.items() if k not in ("port", "username")}
-                self._tunnel = await asyncssh.connect(jump.host, port=jump.port or 22, username=jump.user, **jump_options)
-                options["tunnel"] = self._tunnel
-            self._conn = await asyncssh.connect(self.device.host, **options)
-        except asyncssh.HostKeyNotVerifiable:
-            raise await self._host_key_error() from None
-        except asyncssh.PermissionDenied:
-            raise DeviceError(f"device '{self.device.name}' ({where}): authentication failed for user '{self.device.user or 'default'}'",
-                              hint="check user and key_file in devices.toml, that the public key is in the device's ~/.ssh/authorized_keys, or that your SSH agent holds the key") from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise DeviceError(f"device '{self.device.name}' ({where}): no answer within {self.device.connect_timeout:.0f} s",
-                              hint="check that the device is on and reachable, or raise connect_timeout") from None
-        except (ConnectionRefusedError, socket.gaierror, OSError, asyncssh.Error) as exc:
-            raise DeviceError(f"device '{self.device.name}' ({where}) is unreachable: {exc}",
-                              hint="check the host name/address and port, that sshd runs on the device, and the network") from None
-
-    async def _host_key_error(self) -> DeviceError:
+    def _session(self, coroutine: Any, timeout: float, doing: str) -> Any:
+        """Run one exchange with the device; a lost or silent connection becomes its DeviceError."""
         asyncssh = require("asyncssh", "core")
-        port = self.device.port or 22
         try:
-            key = await asyncio.wait_for(asyncssh.get_server_host_key(self.device.host, port), self.device.connect_timeout)
-            fingerprint = key.get_fingerprint("sha256") if key else "unknown"
-        except Exception:  # the fingerprint is a courtesy; the error stands without it
-            fingerprint = "unknown (could not fetch it)"
-        path = self._known_hosts_path()
-        known = asyncssh.import_known_hosts(path.read_text()) if path.is_file() else None
-        trusted = []
-        if known is not None:
-            try:
-                trusted = known.match(self.device.host, "", port)[0]
-            except Exception:
-                trusted = []
-        if trusted:
-            return DeviceError(
-                f"device '{self.device.name}': the host key CHANGED (now {fingerprint}); it does not match {path}. "
-                "This can mean someone is intercepting the connection, or the device was reinstalled",
-                hint=f"if you know the device was reinstalled, remove its old line from {path} (ssh-keygen -R '[{self.device.host}]:{port}' -f {path}) and run 'edgekit devices trust {self.device.name}'",
-            )
-        return DeviceError(
-            f"device '{self.device.name}': unknown host key {fingerprint}; it is not in {path}",
-            hint=f"check the fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then run 'edgekit devices trust {self.device.name}' to add it",
-        )
+            return self._call(coroutine, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DeviceStalled(f"device '{self.device.name}': {doing} got no answer within {timeout:g} s",
+                                hint="the device or the network stopped answering; check the device") from None
+        except asyncssh.SFTPError as exc:
+            if not isinstance(exc, asyncssh.SFTPConnectionLost):
+                raise DeviceError(f"device '{self.device.name}': {doing} failed: {exc.reason}") from None
+            raise session_error(self.device, doing, exc, self._stages) from None
+        except (asyncssh.Error, OSError, EOFError) as exc:
+            raise session_error(self.device, doing, exc, self._stages) from None
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _shell(self, command: str, timeout: float) -> CommandResult:
-        asyncssh = require("asyncssh", "core")
-        try:
-            result = self._call(self._conn.run(command, check=False), timeout=timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise DeviceError(f"device '{self.device.name}': a command did not finish within {timeout:.0f} s") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise DeviceError(f"device '{self.device.name}': connection lost: {exc}", hint="check the device and network, then retry") from None
-        return CommandResult(result.exit_status if result.exit_status is not None else -1, _text(result.stdout), _text(result.stderr),
-                             signal=(result.exit_signal[0] if result.exit_signal else None))
+    def _command(self, argv: list[str], seconds: float, doing: str, cwd: str | None = None) -> CommandResult:
+        """Run ``argv`` on the device (in ``cwd``); it is killed there after ``seconds`` (DeviceStalled)."""
+        started = time.monotonic()
+        result = self._session(self._conn.run(deadline_command(argv, seconds, cwd), check=False), seconds + CLIENT_MARGIN_S, doing)
+        if result.exit_status is None and self._stages is not None and self._stages.lost is not None:
+            raise session_error(self.device, doing, None, self._stages)
+        code = result.exit_status if result.exit_status is not None else -1
+        if code in remote.DEADLINE_EXITS and time.monotonic() - started >= seconds:
+            raise DeviceStalled(f"device '{self.device.name}': {doing} did not finish within {seconds:g} s; it was stopped on the device",
+                                hint="check the device (a hung interpreter, a full or failing disk); devices.toml sets this deadline")
+        return CommandResult(code, decoded(result.stdout), decoded(result.stderr), signal=(result.exit_signal[0] if result.exit_signal else None))
 
     def _check_python(self) -> None:
-        result = self._shell(quote([self.python, "-c", PROBE_PYTHON]), timeout=self.device.connect_timeout + 60)
+        seconds = min(self.device.command_timeout, self.device.run_timeout)
+        result = self._command([self.python, "-c", remote.PROBE_PYTHON], seconds, f"the probe of python '{self.python}'")
         problem = python_problem(self.device.name, self.python, result)
         if problem is not None:
             raise problem
 
+    def _prepare_run_folder(self) -> None:
+        """Make this run's folder, reap runs whose client is gone, and note the device's boot id."""
+        self._owner = runs.new_owner(keep=self.keep_remote)
+        result = self._command([self.python, "-c", remote.HOUSEKEEPING, self.device.work_dir, json.dumps(self._owner)],
+                               self.device.command_timeout, "preparing the run folder")
+        try:
+            listing = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            listing = None
+        if result.exit_code != 0 or not isinstance(listing, dict):
+            raise DeviceError(f"device '{self.device.name}': cannot create a work folder under {self.device.work_dir}: {result.stderr.strip() or result.stdout.strip()}",
+                              hint="check that work_dir exists or can be created, is writable by the SSH user, and the disk is not full")
+        self.remote_dir = listing["run_dir"]
+        self.facts.update(self._reap(runs.stale_runs(listing)))
+        device_key = f"{self.device.name} {self.device.user or ''}@{self.device.host}:{self.device.port or 22}"
+        self.facts.update(boot_id=listing.get("boot_id"), rebooted_since_last_run=runs.note_boot(device_key, listing.get("boot_id")))
+
+    def _reap(self, actions: list[dict[str, Any]]) -> dict[str, int]:
+        if not actions:
+            return {"stale_runs_killed": 0, "run_folders_removed": 0}
+        result = self._command([self.python, "-c", remote.REAP, json.dumps(actions)], self.device.command_timeout, "removing stale runs")
+        try:
+            counts = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            counts = {}
+        return {"stale_runs_killed": int(counts.get("killed", 0)), "run_folders_removed": int(counts.get("removed", 0))}
+
     def run_python(self, script: str, args: list[str], timeout: float) -> CommandResult:
         """Run the script in the run folder under the device lock; it and its children are killed on the
-        device after ``timeout`` seconds."""
+        device after ``timeout`` seconds, or as soon as this connection goes away."""
         if self.remote_dir is None:
             raise RuntimeError("SSHTransport used outside 'with'")
         seconds = max(1, int(timeout))
-        argv = guarded(self.python, self.lock_path, self.lock_timeout, seconds, script, args)
-        result = self._shell(f"cd {shlex.quote(self.remote_dir)} && exec {quote(argv)}", timeout=seconds + self.lock_timeout + 30)
+        argv = guarded(self.python, self.lock_path, self.lock_timeout, seconds, script, args, over_ssh=True)
+        result = self._command(argv, seconds + self.lock_timeout + 30, f"running {script}", cwd=self.remote_dir)
         return interpret_guard(result, f"device '{self.device.name}'")
 
     # --- files ------------------------------------------------------------------------------
 
     def upload(self, local: Path, name: str) -> None:
-        """Upload under a hidden name, check its sha256 on the device, then rename. Retried once on a dropped connection."""
+        """Upload under a hidden name, check size and sha256 on the device, then rename. A dropped
+        connection (reconnecting first) or a corrupted copy is sent once more."""
         try:
             self._upload_once(local, name)
-        except _ConnectionDropped as first:
+        except _Corrupted as first:
+            try:
+                self._upload_once(local, name)
+                self.facts.setdefault("uploads_resent_after_a_bad_checksum", []).append(name)
+            except _Corrupted as second:
+                raise DeviceTransferFailed(f"device '{self.device.name}': {second}, also when sent again (first time: {first})",
+                                           hint="the device's storage or memory may be failing: check it (dmesg, fsck)") from None
+        except DeviceConnectionLost as first:
             try:
                 self._reconnect()
                 self._upload_once(local, name)
-            except (_ConnectionDropped, DeviceError) as second:
-                raise DeviceError(f"device '{self.device.name}': the connection dropped while uploading {name} ({first}); the retry failed too ({second})",
-                                  hint="check the device and network, then run again") from None
-
-    def _reconnect(self) -> None:
-        for conn in (self._conn, self._tunnel):
-            if conn is not None:
-                conn.close()
-        self._conn = self._tunnel = None
-        self._call(self._connect())
+            except (DeviceError, _Corrupted) as second:
+                raise DeviceConnectionLost(f"device '{self.device.name}': the connection dropped while uploading {name} ({first.message}); "
+                                           f"the retry failed too ({getattr(second, 'message', second)})",
+                                           hint="check the device and network, then run again") from None
 
     def _upload_once(self, local: Path, name: str) -> None:
-        asyncssh = require("asyncssh", "core")
         assert self.remote_dir is not None
-        final = f"{self.remote_dir}/{name}"
-        partial = f"{self.remote_dir}/.{name}.partial"
-        self._ensure_space(local)
-
-        async def put() -> None:
-            async with self._conn.start_sftp_client() as sftp:
-                await sftp.put(str(local), partial, recurse=local.is_dir())
-
-        try:
-            self._call(put(), timeout=self.device.upload_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise DeviceError(f"device '{self.device.name}': uploading {name} took longer than {self.device.upload_timeout:.0f} s",
-                              hint="raise upload_timeout in devices.toml, or check the link speed") from None
-        except asyncssh.SFTPError as exc:
-            raise DeviceError(f"device '{self.device.name}': writing {name} failed: {exc.reason}",
-                              hint=f"the device's disk may be full or {self.device.work_dir} not writable") from None
-        except (asyncssh.Error, OSError, EOFError) as exc:
-            raise _ConnectionDropped(str(exc) or type(exc).__name__) from None
-        expected = sha256_tree(local)
-        check = self._shell(quote([self.python, "-c", REMOTE_HASH, partial]), timeout=self.device.upload_timeout)
-        got = check.stdout.strip()
-        if check.exit_code != 0 or got != expected:
-            self._shell(f"rm -rf {shlex.quote(partial)}", timeout=60)
-            raise DeviceError(f"device '{self.device.name}': {name} arrived corrupted (sha256 {got[:16] or 'unreadable'}…, expected {expected[:16]}…)",
-                              hint="retry; if it persists, check the device's storage")
-        moved = self._shell(f"mv -f {shlex.quote(partial)} {shlex.quote(final)}", timeout=60)
+        final, partial = f"{self.remote_dir}/{name}", f"{self.remote_dir}/.{name}.partial"
+        self._ensure_space(local, name)
+        self._send(local, partial, name)
+        expected = (size_of(local), sha256_tree(local))
+        got = self._remote_hash(partial, name)
+        if got != expected:
+            self._command(["rm", "-rf", partial], self.device.command_timeout, f"removing the bad copy of {name}")
+            raise _Corrupted(f"{name} arrived corrupted ({_describe(got)} on the device, {_describe(expected)} sent)")
+        moved = self._command(["mv", "-f", partial, final], self.device.command_timeout, f"moving {name} into place")
         if moved.exit_code != 0:
             raise DeviceError(f"device '{self.device.name}': cannot move {name} into place: {moved.stderr.strip()}")
 
-    def _ensure_space(self, local: Path) -> None:
+    def _send(self, local: Path, remote: str, name: str) -> None:
+        asyncssh = require("asyncssh", "core")
+        seconds, doing = self.device.upload_timeout, f"uploading {name}"
+        try:
+            if self._transfer_method() == SFTP:
+                self._call(put_sftp(self._conn, local, remote), timeout=seconds)
+                return
+            code, stderr = self._call(put_stream(self._conn, local, remote, lambda argv: deadline_command(argv, seconds), self.python),
+                                      timeout=seconds + CLIENT_MARGIN_S)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DeviceStalled(f"device '{self.device.name}': uploading {name} took longer than {seconds:g} s (upload_timeout)",
+                                hint="raise upload_timeout in devices.toml, or check the link speed") from None
+        except asyncssh.SFTPError as exc:
+            if isinstance(exc, asyncssh.SFTPConnectionLost):
+                raise session_error(self.device, doing, exc, self._stages) from None
+            raise DeviceError(f"device '{self.device.name}': writing {name} failed: {exc.reason}",
+                              hint=f"the device's disk may be full or {self.device.work_dir} not writable") from None
+        except (asyncssh.Error, OSError, EOFError) as exc:
+            raise session_error(self.device, doing, exc, self._stages) from None
+        if code is None:
+            raise session_error(self.device, doing, None, self._stages)
+        if code != 0:
+            raise DeviceError(f"device '{self.device.name}': writing {name} failed: {stderr.strip()[-300:] or f'exit status {code}'}",
+                              hint=f"the device's disk may be full or {self.device.work_dir} not writable")
+
+    def _transfer_method(self) -> str:
+        """SFTP where the device offers it, else streaming over an exec channel (noted in the report)."""
+        if self._file_transfer is None:
+            problem = self._session(sftp_problem(self._conn), self.device.command_timeout, "opening SFTP")
+            self._file_transfer = SFTP if problem is None else EXEC_STREAM
+            self.facts["file_transfer"] = self._file_transfer
+            if problem:
+                self.facts["file_transfer_reason"] = f"no SFTP on the device: {problem}"
+        return self._file_transfer
+
+    def _remote_hash(self, path: str, name: str) -> tuple[int, str] | None:
+        check = self._command([self.python, "-c", remote.REMOTE_HASH, path], self.device.upload_timeout, f"checking {name}")
+        parts = check.stdout.split()
+        if check.exit_code != 0 or len(parts) != 2 or not parts[0].isdigit():
+            return None
+        return int(parts[0]), parts[1]
+
+    def _ensure_space(self, local: Path, name: str) -> None:
         needed = size_of(local)
-        check = self._shell(quote([self.python, "-c", "import shutil,sys; print(shutil.disk_usage(sys.argv[1]).free)", self.remote_dir or "."]), timeout=60)
+        check = self._command([self.python, "-c", remote.FREE_SPACE, self.remote_dir or "."], self.device.command_timeout, "checking free disk")
         try:
             free = int(check.stdout.strip())
         except ValueError:
             return  # cannot tell; the upload itself will report a write failure
         if free < needed + (1 << 20):
-            raise DeviceError(f"device '{self.device.name}': not enough free disk in {self.device.work_dir} for {local.name} "
-                              f"({free / 1024**2:.1f} MiB free, {needed / 1024**2:.1f} MiB needed)",
+            raise DeviceError(f"device '{self.device.name}': not enough free disk in {self.device.work_dir} for {name} "
+                              f"({free / 1024**2:.1f} MiB free; it needs {needed / 1024:.0f} KiB plus 1 MiB to spare)",
                               hint="free space on the device or point work_dir at a larger disk")
 
     def download(self, name: str, local: Path) -> None:
-        asyncssh = require("asyncssh", "core")
+        """Bring ``name`` back; its size and sha256 must match the device's copy (fetched once more if not)."""
+        remote = f"{self.remote_dir}/{name}"
+        expected = self._remote_hash(remote, name)
+        if expected is None:
+            raise DeviceError(f"device '{self.device.name}': the runner did not produce {name}")
+        got = None
+        for _ in range(2):
+            self._fetch(remote, local, name)
+            got = (size_of(local), sha256_tree(local))
+            if got == expected:
+                return
+        raise DeviceTransferFailed(f"device '{self.device.name}': {name} came back corrupted twice ({_describe(got)} received, {_describe(expected)} on the device)",
+                                   hint="check the network path and the device's storage")
 
-        async def get() -> None:
-            async with self._conn.start_sftp_client() as sftp:
-                await sftp.get(f"{self.remote_dir}/{name}", str(local))
+    def _fetch(self, remote: str, local: Path, name: str) -> None:
+        doing, seconds = f"downloading {name}", self.device.upload_timeout
+        if self._transfer_method() == SFTP:
+            self._session(get_sftp(self._conn, remote, local), seconds, doing)
+            return
+        code, stderr = self._session(get_stream(self._conn, remote, local, lambda argv: deadline_command(argv, seconds)), seconds + CLIENT_MARGIN_S, doing)
+        if code != 0:
+            raise DeviceError(f"device '{self.device.name}': {doing} failed: {stderr.strip()[-300:] or f'exit status {code}'}")
 
-        try:
-            self._call(get(), timeout=self.device.upload_timeout)
-        except asyncssh.SFTPNoSuchFile:
-            raise DeviceError(f"device '{self.device.name}': the runner did not produce {name}") from None
-        except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-            raise DeviceError(f"device '{self.device.name}': downloading {name} failed: {exc}") from None
 
+def _describe(size_and_hash: tuple[int, str] | None) -> str:
+    if size_and_hash is None:
+        return "unreadable"
+    return f"{size_and_hash[0]} bytes, sha256 {size_and_hash[1][:16]}…"
 
 
 def python_problem(device: str, python: str, result: CommandResult) -> DeviceError | None:
@@ -324,14 +330,8 @@ def python_problem(device: str, python: str, result: CommandResult) -> DeviceErr
     return None
 
 
-class _ConnectionDropped(Exception):
+class _Corrupted(Exception):
     pass
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def trust_host(device: Device, assume_yes: bool, confirm: Any) -> tuple[str, Path]:
@@ -340,7 +340,7 @@ def trust_host(device: Device, assume_yes: bool, confirm: Any) -> tuple[str, Pat
     port = device.port or 22
     loop = asyncio.new_event_loop()
     try:
-        key = loop.run_until_complete(asyncio.wait_for(asyncssh.get_server_host_key(device.host, port), device.connect_timeout))
+        key = loop.run_until_complete(asyncio.wait_for(asyncssh.get_server_host_key(device.host, port), device.connect_timeout + device.handshake_timeout))
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
         raise DeviceError(f"device '{device.name}': cannot fetch its host key: {exc}") from None
     finally:
@@ -357,4 +357,3 @@ def trust_host(device: Device, assume_yes: bool, confirm: Any) -> tuple[str, Pat
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
     return fingerprint, path
-

@@ -1,8 +1,10 @@
-"""Device faults against the real test sshd: each ends in a clear DeviceError (exit 6) or a failed or
-skipped verification with the reason, and leaves nothing half-done on the device."""
+"""Device faults against the real test sshd: each ends in a clear DeviceError (exit 6, or its own code:
+README "Exit codes") or a failed or skipped verification with the reason, and leaves nothing half-done
+on the device."""
 
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,40 +15,13 @@ from pathlib import Path
 import pytest
 
 import edgekit
-from edgekit.calibration import random_samples
 from edgekit.devices import resolve_devices
-from edgekit.errors import DeviceError
-from edgekit.modelio import load_model
-from edgekit.profiles import resolve_target
-from edgekit.reference import run_reference
-from edgekit.report import load_report
-from edgekit.reverify import _checked_artifact
+from edgekit.errors import DeviceConnectionLost, DeviceError
+from edgekit.remote.bundle import BUNDLE_NAME, bundle_bytes
 from edgekit.transport.base import CommandResult
 from edgekit.transport.ssh import SSHTransport, python_problem
-from edgekit.verify import verify_artifact
-
-EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*EDGEKIT, *args], capture_output=True, text=True, timeout=600)
-
-
-def device_with(sshd, tmp_path: Path, monkeypatch, **overrides) -> str:
-    book = sshd.write_devices(tmp_path / "devices.toml", sshd.device_table(**overrides))
-    monkeypatch.setenv("EDGEKIT_DEVICES", str(book))
-    return "localhost-ssh"
-
-
-def verify_on(built: Path, transport, runs: int = 5):
-    """Verify the session's built artifact through ``transport`` (the real verify path)."""
-    data = load_report(built)
-    artifact = _checked_artifact(data, built)
-    loaded = load_model(Path(data["source_model"]))
-    samples = random_samples(loaded.inputs, 2, seed=0)
-    tolerance = resolve_target("arm").tolerance_for("fp32")
-    return verify_artifact(artifact, samples, run_reference(loaded.proto, samples), tolerance, transport, warmup=1, runs=runs)
-
+from tests.faults._device import cli, device_with, verify_on, wait_for_runner
+from tests.sshd import alive, processes_in
 
 # --- connection and trust ----------------------------------------------------------------------
 
@@ -84,7 +59,8 @@ def test_wrong_user_key(built_superres, sshd, tmp_path, monkeypatch):
 
     name = device_with(sshd, tmp_path, monkeypatch, key_file=str(keygen(tmp_path / "stranger")))
     result = cli("verify", str(built_superres), "--device", name)
-    assert result.returncode == 6 and "authentication failed" in result.stderr
+    assert result.returncode == 8 and "authentication failed for user" in result.stderr and "not retried" in result.stderr
+    assert sshd.log.read_text().count("Connection closed by authenticating user") == 1, "a refused key is never retried"
 
 
 @pytest.mark.slow
@@ -94,9 +70,10 @@ def test_connection_refused_writes_a_skipped_report(superres, sshd, tmp_path, mo
     name = device_with(sshd, tmp_path, monkeypatch, port=free_port())
     out = tmp_path / "out"
     result = cli("build", str(superres), "--target", "arm", "--precision", "fp32", "--device", name, "-o", str(out))
-    assert result.returncode == 6 and "unreachable" in result.stderr
+    assert result.returncode == 7 and "is unreachable: connection refused" in result.stderr
     report = json.loads((out / "edgekit-report.json").read_text())
     assert report["verification"]["status"] == "skipped" and "unreachable" in report["verification"]["reason"]
+    assert report["verification"]["fault"]["kind"] == "unreachable" and report["verification"]["fault"]["exit_code"] == 7
     assert (out / report["artifact"]).is_file(), "the good build is kept"
 
 
@@ -117,8 +94,9 @@ def test_sshd_killed_mid_upload(sshd, tmp_path, monkeypatch):
     killer = threading.Timer(0.4, sshd.kill)
     killer.start()
     try:
-        with pytest.raises(DeviceError, match="connection dropped while uploading big.bin.*retry failed"):
+        with pytest.raises(DeviceConnectionLost, match="connection dropped while uploading big.bin.*retry failed") as info:
             transport.upload(big, "big.bin")
+        assert info.value.exit_code == 9
     finally:
         killer.cancel()
         transport.close()
@@ -170,7 +148,7 @@ def test_runtime_missing_on_device_is_skipped_with_what_to_install(built_superre
     assert result.returncode == 0, result.stderr
     verification = json.loads(result.stdout)["verification"]
     assert verification["status"] == "skipped" and verification["where"] == "device"
-    assert "not available on the device" in verification["reason"] and "pip install ai-edge-litert" in verification["reason"]
+    assert "not available on device 'localhost-ssh'" in verification["reason"] and "pip install ai-edge-litert" in verification["reason"]
 
 
 @pytest.mark.slow
@@ -196,11 +174,22 @@ def test_python_too_old_is_named():
 def test_hanging_run_is_killed_on_the_device(built_superres, sshd, tmp_path, monkeypatch):
     name = device_with(sshd, tmp_path, monkeypatch, run_timeout=3)
     (device,) = resolve_devices([name])
-    with pytest.raises(DeviceError, match="did not finish within 3 s and was killed on device 'localhost-ssh'"):
-        verify_on(built_superres, SSHTransport(device), runs=10**9)  # a real run that would go on for days
-    time.sleep(0.5)
-    still = subprocess.run(["pgrep", "-f", str(sshd.work_dir)], capture_output=True, text=True).stdout.strip()
-    assert still == "", "the remote runner must be gone"
+    errors = []
+
+    def run() -> None:
+        try:
+            verify_on(built_superres, SSHTransport(device), runs=10**9)  # a real run that would go on for days
+        except DeviceError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    runner, guard = wait_for_runner(sshd.work_dir)  # the runner itself is found while it runs
+    thread.join(timeout=120)
+    assert len(errors) == 1 and "did not finish within 3 s and was killed on device 'localhost-ssh'" in errors[0].message
+    assert not alive(runner), "the runner itself must be gone, not only its guard"
+    assert not alive(guard)
+    assert processes_in(sshd.work_dir) == {}
     assert list(sshd.work_dir.glob("run.*")) == []
 
 
@@ -287,7 +276,9 @@ def test_disk_full_on_device(built_superres, sshd, tmp_path, monkeypatch, full_d
     name = device_with(sshd, tmp_path, monkeypatch, work_dir=str(full_disk))
     result = cli("verify", str(built_superres), "--device", name)
     assert result.returncode == 6
-    assert "disk" in result.stderr and ("not enough free disk" in result.stderr or "cannot create a work folder" in result.stderr)
+    free_mib = shutil.disk_usage(full_disk).free / 1024**2
+    needed_kib = len(bundle_bytes()) / 1024  # the first upload: the remote zipapp
+    assert f"not enough free disk in {full_disk} for {BUNDLE_NAME} ({free_mib:.1f} MiB free; it needs {needed_kib:.0f} KiB plus 1 MiB to spare)" in result.stderr
 
 
 @pytest.mark.slow
@@ -309,3 +300,36 @@ def test_processes_started_by_the_run_are_killed(built_superres, sshd, tmp_path,
             verify_on(built_superres, SSHTransport(device))
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.strip() == ""
+
+
+# --- the device between runs -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reboot_between_runs_is_noticed(built_superres, sshd, tmp_path, monkeypatch):
+    """The device's boot id is remembered per device; a different one on the next run means it rebooted."""
+    from edgekit.cache import state_dir
+
+    name = device_with(sshd, tmp_path, monkeypatch)
+    build = tmp_path / "build"
+    shutil.copytree(built_superres, build)
+    real_boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+    def verify() -> tuple[str, dict]:
+        result = cli("verify", str(build), "--device", name, env={**os.environ, "COLUMNS": "200"})
+        assert result.returncode == 0, result.stderr
+        return result.stdout, json.loads((build / "edgekit-report.json").read_text())["verification"]["environment"]
+
+    _, first = verify()
+    assert first["boot_id"] == real_boot_id and first["rebooted_since_last_run"] is None  # never seen before
+    state_file = state_dir() / "devices.json"
+    state = json.loads(state_file.read_text())
+    (key,) = state
+    assert state[key]["boot_id"] == real_boot_id
+    state[key]["boot_id"] = "00000000-0000-4000-8000-000000000000"  # as if the device booted since
+    state_file.write_text(json.dumps(state))
+    shown, second = verify()
+    assert second["boot_id"] == real_boot_id and second["rebooted_since_last_run"] is True
+    assert "rebooted since the last run" in shown
+    _, third = verify()
+    assert third["rebooted_since_last_run"] is False
