@@ -200,8 +200,8 @@ class NcnnBackend(Backend):
         started = time.perf_counter()
         calib = ctx.work_dir / "calibration_ncnn.npz"
         samples = ctx.calibration
-        # inputs have batch 1, so each row of the sample set is one sample in ncnn's layout
-        np.savez(calib, **{f"i{k}": samples.arrays[spec.name] for k, spec in enumerate(ctx.inputs)})
+        # inputs have batch 1 (checked in convert) and ncnn Mats have no batch dim: drop it from every sample
+        np.savez(calib, **{f"i{k}": samples.stacked(spec.name)[:, 0] for k, spec in enumerate(ctx.inputs)})
         stem = ctx.artifact_stem
         out_param, out_bin, table = (ctx.work_dir / f"{stem}.int8.param", ctx.work_dir / f"{stem}.int8.bin", ctx.work_dir / f"{stem}.table")
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")

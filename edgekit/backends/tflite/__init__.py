@@ -75,6 +75,9 @@ class TFLiteBackend(Backend):
         signature = self._signature(target, ctx.work_dir)
         inputs = self._input_bindings(ctx.inputs, signature)
         outputs = self._output_bindings(ctx.outputs, signature)
+        # the report says where the artifact's I/O came from: its SignatureDef, or tensor details matched by name/order
+        ctx.stages[-1].detail["tflite_io"] = {"source": signature.get("source", "signature"),
+                                              "matched": "by_order" if signature.get("by_order") else "by_name"}
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=inputs, outputs=outputs,
                         details={"int8_io": int8_io if ctx.precision == "int8" else "float",
@@ -111,9 +114,10 @@ class TFLiteBackend(Backend):
         if ctx.precision == "int8":
             if ctx.calibration is None:
                 raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
-            calib = {b.artifact_name: np.ascontiguousarray(ctx.calibration.arrays[b.onnx_name].transpose(b.perm) if b.perm else ctx.calibration.arrays[b.onnx_name]) for b in inputs}
+            # [N, *artifact shape]: one full-shape sample per representative-dataset step
+            calib = {b.artifact_name: np.ascontiguousarray(_per_sample_layout(ctx.calibration.stacked(b.onnx_name), b.perm)) for b in inputs}
             np.savez(ctx.work_dir / "calibration_tf.npz", **calib)
-            argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz"), "--batch", str(ctx.calibration.batch)]
+            argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz")]
             samples = ctx.calibration.count
         ctx.log(f"TFLiteConverter: {ctx.precision} quantization")
         run_tool(argv, ctx.work_dir, stage="quantize", tool="TFLiteConverter", log_name="quantize.log")
@@ -132,8 +136,8 @@ class TFLiteBackend(Backend):
     def _input_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
         available = signature["inputs"]
         bindings = []
-        for spec in specs:
-            name = _match_name(spec.name, list(available))
+        for index, spec in enumerate(specs):
+            name = _match_name(spec.name, list(available)) or _by_order(signature, "inputs", index, len(specs))
             if name is None:
                 raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
             perm = NHWC if len(spec.shape) == 4 else None
@@ -152,6 +156,7 @@ class TFLiteBackend(Backend):
             name = _match_name(spec.name, ordered)
             if name is None and f"output_{index}" in available:
                 name = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
+            name = name or _by_order(signature, "outputs", index, len(specs))
             if name is None:
                 raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(ordered)})")
             shape = list(available[name]["shape"])
@@ -166,6 +171,21 @@ class TFLiteBackend(Backend):
                 raise StageError(f"convert: TFLite output '{name}' has shape {shape}, which matches neither ONNX {onnx_shape} nor its channels-last form")
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
+
+
+def _by_order(signature: dict[str, Any], kind: str, index: int, count: int) -> str | None:
+    """Without a SignatureDef the tensors carry whatever names the converter left; when no name matches,
+    the k-th ONNX tensor is the k-th tensor of the file (the runner does the same)."""
+    names = list(signature[kind])
+    if signature.get("source") != "tensor_details" or len(names) != count:
+        return None
+    signature["by_order"] = True
+    return names[index]
+
+
+def _per_sample_layout(stacked: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
+    """``[N, *onnx shape]`` -> ``[N, *artifact shape]``: the binding's permutation applied behind the sample axis."""
+    return stacked if perm is None else stacked.transpose((0, *(axis + 1 for axis in perm)))
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
