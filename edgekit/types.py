@@ -49,6 +49,10 @@ class BuildOptions:
     max_samples: int = 8
     seed: int = 0
     use_cache: bool = True
+    verify_data: Path | None = None  # --verify-data: verification samples apart from --calib
+    fix_inputs: dict[str, Any] = field(default_factory=dict)  # --fix-input NAME=VALUE (over the profile's [fix_inputs])
+    dequantize: bool = False  # --dequantize: rewrite onnxruntime-only quantized ops to float instead of refusing
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)  # --check NAME=top1:0.99 (over the profile's [checks])
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,11 @@ class OutputMetrics:
     failures: list[str] = field(default_factory=list)
     # counts of |error| per bin; edges in edgekit.metrics.HISTOGRAM_EDGES (plus under/overflow bins)
     error_histogram: list[int] = field(default_factory=list)
+    #: least-squares scale <artifact, reference> / <reference, reference>; over samples, the one farthest from 1
+    gain: float | None = None
+    #: class-score outputs: fraction of rows (samples x positions) whose top class / top-5 set agree with the reference
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,13 +159,15 @@ class VerificationResult:
     reason: str | None = None
     device: str | None = None
     samples: int = 0
-    input_source: str | None = None  # "calibration" or "random(seed=N)"
+    input_source: str | None = None  # "random(seed=N)", "calibration:PATH", "held-out:PATH[a:b]", "verify-data:PATH"
     tolerances: dict[str, float] = field(default_factory=dict)
     outputs: list[OutputMetrics] = field(default_factory=list)
     latency_ms: LatencyStats | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     cpu: str | None = None  # the emulated CPU model (where == "emulated")
     emulator: dict[str, Any] | None = None  # {arch, cpu, qemu, python, created_at, lock_sha256} of the emulator used
+    calibration_samples: int = 0  # how many samples calibration used (none of them is among the verification samples)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # declared top-k checks that ran: output, metric, min, value, passed
 
     @classmethod
     def skipped(cls, reason: str, where: Literal["host", "device", "emulated"] = "host", **extra: Any) -> VerificationResult:
@@ -177,6 +188,8 @@ class VerificationResult:
             "environment": self.environment,
             "cpu": self.cpu,
             "emulator": self.emulator,
+            "calibration_samples": self.calibration_samples,
+            "checks": self.checks,
         }
 
 
@@ -201,6 +214,11 @@ class BuildReport:
     artifact_runtime: str | None = None
     created_at: str = ""
     cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
+    #: what edgekit changed in the model before converting it, so the user never edits it by hand
+    fixed_inputs: dict[str, Any] = field(default_factory=dict)  # --fix-input: name -> {value|sha256, dtype, shape, given}
+    shapes_from_data: dict[str, list[int]] = field(default_factory=dict)  # dynamic dims fixed from the sample data's shape
+    dequantized: dict[str, Any] | None = None  # --dequantize: ops rewritten to float and the check against onnxruntime
+    sanitized_names: dict[str, Any] | None = None  # names rewritten for the converters (io: user's name -> model's)
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -228,4 +246,8 @@ class BuildReport:
             "verification": self.verification.to_dict(),
             "verifications": [v.to_dict() for v in self.verifications],
             "cache": self.cache,
+            "fixed_inputs": self.fixed_inputs,
+            "shapes_from_data": self.shapes_from_data,
+            "dequantized": self.dequantized,
+            "sanitized_names": self.sanitized_names,
         }

@@ -1,0 +1,171 @@
+"""The load stage's model preparation: what real exports need before any converter sees them.
+
+In order: onnxruntime-only ops refused (or rewritten to float with ``--dequantize``), inputs frozen with
+``--fix-input``, input shapes fixed from ``--input-shape`` and then, for targets that need static shapes,
+from the sample data's shape; the sample data split into calibration and verification samples (int8 is
+never verified on the samples it was calibrated on); the onnxruntime reference run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.calibration import SampleSet, check_against, held_out_split, load_samples, random_samples
+from edgekit.errors import InputError, OptionsError, StageError
+from edgekit.fix_inputs import FixedInput, apply_fixed_inputs
+from edgekit.metrics import compare, merge
+from edgekit.modelio import LoadedModel, apply_input_shapes, check_model, describe, load_model
+from edgekit.profiles import Preprocessing, TargetProfile
+from edgekit.reference import run_reference
+from edgekit.types import BuildOptions, TensorSpec
+
+#: samples read from --calib at most (calibration converges long before; verification takes --samples of them)
+MAX_CALIBRATION_SAMPLES = 256
+_HELD_OUT = re.compile(r"^held-out:(?P<path>.*)\[(?P<start>\d+):(?P<stop>\d+)\]$")
+_RANDOM = re.compile(r"^random\(seed=(-?\d+)\)$")
+
+
+@dataclass
+class Prepared:
+    loaded: LoadedModel  # dequantized, inputs frozen, shapes fixed: the model the build converts
+    calibration: SampleSet | None  # what calibration sees (without the held-out samples)
+    samples: SampleSet  # the verification inputs
+    references: list[dict[str, np.ndarray]]
+    calibrates: bool  # whether this build calibrates on ``calibration``
+    fixed_inputs: list[FixedInput] = field(default_factory=list)
+    shapes_from_data: dict[str, list[int]] = field(default_factory=dict)
+    dequantized: dict[str, Any] | None = None
+
+    @property
+    def calibration_samples(self) -> int:
+        return self.calibration.count if self.calibrates and self.calibration is not None else 0
+
+    def report_keys(self) -> dict[str, Any]:
+        return {"fixed_inputs": {f.name: f.to_dict() for f in self.fixed_inputs}, "shapes_from_data": self.shapes_from_data,
+                "dequantized": self.dequantized}
+
+
+def _dequantized_model(loaded: LoadedModel, path: Path, allowed: bool) -> tuple[LoadedModel, LoadedModel | None, dict[str, int] | None]:
+    """(the model to build, the original when it was rewritten, the ops rewritten)."""
+    from edgekit import ortops
+
+    if not ortops.ort_only_nodes(loaded.proto):
+        return loaded, None, None
+    if not allowed:
+        ortops.refuse(loaded.proto, path)
+    rewritten, ops = ortops.dequantize(loaded.proto)
+    proto = check_model(rewritten, path)
+    inputs, outputs = describe(proto)
+    return dataclasses.replace(loaded, proto=proto, inputs=inputs, outputs=outputs), loaded, ops
+
+
+def _load_data(options: BuildOptions, inputs: list[TensorSpec], pre: Preprocessing) -> tuple[SampleSet | None, SampleSet | None]:
+    calib = load_samples(options.calib, inputs, pre, MAX_CALIBRATION_SAMPLES) if options.calib else None
+    verify = load_samples(options.verify_data, inputs, pre, options.max_samples, kind="verify-data") if options.verify_data else None
+    return calib, verify
+
+
+def shapes_from_data(inputs: list[TensorSpec], sets: list[SampleSet]) -> dict[str, tuple[int, ...]]:
+    """Full shapes for inputs with dynamic dims, from the samples' shape; all sample sets must agree."""
+    found: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        if spec.is_static:
+            continue
+        seen = {s.source: s.shapes()[spec.name] for s in sets if spec.name in s.arrays}
+        if len(set(seen.values())) > 1:
+            raise OptionsError(f"input '{spec.name}' {list(spec.shape)} has dynamic dims and the sample sets disagree on its shape: "
+                               + ", ".join(f"{list(shape)} in {source}" for source, shape in seen.items()),
+                               hint=f"fix it with --input-shape {spec.name}=..., or give samples of one shape")
+        if seen:
+            found[spec.name] = next(iter(seen.values()))
+    return found
+
+
+def choose_samples(calib: SampleSet | None, verify: SampleSet | None, calibrates: bool, inputs: list[TensorSpec],
+                   count: int, seed: int) -> tuple[SampleSet | None, SampleSet]:
+    """(calibration samples, verification samples). With --verify-data, calibration takes all of --calib; else a
+    calibrating build holds out the last 20% (at least one) of --calib for verification; a float build verifies
+    on the first ``count`` samples of --calib (nothing was fitted to them); without data, seeded random inputs."""
+    if verify is not None:
+        return calib, verify.head(count)
+    if calib is None:
+        return None, random_samples(inputs, count, seed)
+    if not calibrates:
+        return calib, calib.head(count)
+    path = calib.source.split(":", 1)[1]
+    start = held_out_split(calib.count, path)
+    stop = min(calib.count, start + count)
+    return calib.head(start), calib.select(start, stop, f"held-out:{path}[{start}:{stop}]")
+
+
+def samples_from_source(source: str, count: int, inputs: list[TensorSpec], pre: Preprocessing) -> SampleSet:
+    """The verification inputs a report's ``input_source`` names, re-created (``edgekit verify``)."""
+    if match := _RANDOM.match(source):
+        return random_samples(inputs, count, int(match[1]))
+    if match := _HELD_OUT.match(source):
+        start, stop = int(match["start"]), int(match["stop"])
+        data = load_samples(Path(match["path"]), inputs, pre, MAX_CALIBRATION_SAMPLES)
+        if data.count < stop:
+            raise InputError(f"the report verified on samples {start}..{stop - 1} of {match['path']}, which now holds {data.count}",
+                             hint="restore the calibration data the build used, or rebuild")
+        return data.select(start, stop, source)
+    kind, _, path = source.partition(":")
+    if kind in ("calibration", "verify-data") and path:
+        return load_samples(Path(path), inputs, pre, MAX_CALIBRATION_SAMPLES, kind=kind).head(count)
+    raise InputError(f"the report's input_source {source!r} is not one edgekit can reproduce")
+
+
+def _dequantize_check(original: LoadedModel, loaded: LoadedModel, fixes: dict[str, Any], ops: dict[str, int], samples: SampleSet,
+                      references: list[dict[str, np.ndarray]], profile: TargetProfile) -> dict[str, Any]:
+    """The float rewrite against onnxruntime running the original (quantized) model, within the int8 tolerances."""
+    original_loaded, _ = apply_fixed_inputs(original, fixes)
+    expected = run_reference(original_loaded.proto, samples)
+    tolerance = profile.tolerance_for("int8")
+    outputs = [merge([compare(spec.name, e[spec.name], r[spec.name], tolerance) for e, r in zip(expected, references, strict=True)], tolerance)
+               for spec in loaded.outputs]
+    check = {"samples": samples.count, "input_source": samples.source, "tolerances": tolerance.to_dict(), "passed": all(o.passed for o in outputs),
+             "outputs": [{"name": o.name, "sqnr_db": o.sqnr_db, "cosine": o.cosine, "max_abs_error": o.max_abs_error, "gain": o.gain,
+                          "top1_agreement": o.top1_agreement, "passed": o.passed, "failures": o.failures} for o in outputs]}
+    if not check["passed"]:
+        bad = "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
+        raise StageError(f"load: the float rewrite of the quantized ops does not match onnxruntime's run of the original model ({bad})",
+                         hint="export the float model instead of the onnxruntime-quantized one")
+    return {"ops": ops, "check": check}
+
+
+def prepare(model_path: Path, profile: TargetProfile, precision: str, options: BuildOptions, calibrates: bool,
+            blocking_ops: Callable[[Any], list[str]], log: Callable[[str], None] = lambda message: None) -> Prepared:
+    """Load, check and prepare the model and its samples for one build (see the module docstring)."""
+    loaded = load_model(model_path)
+    loaded, original, ops = _dequantized_model(loaded, model_path, options.dequantize)
+    unknown = sorted((set(profile.checks) | set(options.checks)) - {spec.name for spec in loaded.outputs})
+    if unknown:
+        raise OptionsError(f"--check names output(s) {', '.join(unknown)}, but the model's outputs are: {', '.join(s.name for s in loaded.outputs)}")
+    fixes = {**profile.fix_inputs, **options.fix_inputs}
+    loaded, fixed = apply_fixed_inputs(loaded, fixes)
+    loaded = apply_input_shapes(loaded, options.input_shapes, require_static=False)
+    calib, verify = _load_data(options, loaded.inputs, profile.preprocessing)
+    from_data = shapes_from_data(loaded.inputs, [s for s in (calib, verify) if s is not None]) if profile.static_shapes else {}
+    if from_data:
+        log("took input dims from the sample data: " + ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in from_data.items()))
+    loaded = apply_input_shapes(loaded, from_data, require_static=profile.static_shapes)
+    for data in (calib, verify):
+        if data is not None:
+            check_against(data, loaded.inputs)
+    blocking = blocking_ops(loaded.proto)
+    if blocking:
+        raise StageError(f"the {profile.backend} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
+                         hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target"
+                         + ("; an If that depends only on an input (a sample rate, a flag) folds away with --fix-input NAME=VALUE"
+                            if any(b.startswith("If ") for b in blocking) else ""))
+    calibration, samples = choose_samples(calib, verify, calibrates, loaded.inputs, options.max_samples, options.seed)
+    references = run_reference(loaded.proto, samples)
+    dequantized = _dequantize_check(original, loaded, fixes, ops or {}, samples, references, profile) if original is not None else None
+    return Prepared(loaded, calibration, samples, references, calibrates, fixed, {k: list(v) for k, v in from_data.items()}, dequantized)
