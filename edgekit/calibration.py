@@ -42,10 +42,6 @@ class SampleSet:
         """The inputs of run ``index``, each in the input's full shape."""
         return {name: array[index, ...] for name, array in self.arrays.items()}  # "..." keeps a scalar a 0-d array
 
-    def stacked(self, name: str) -> np.ndarray:
-        """Every sample of input ``name``, ``[N, *input_shape]`` (for tools that take all samples at once)."""
-        return self.arrays[name]
-
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of one sample of each input."""
         return {name: tuple(int(d) for d in array.shape[1:]) for name, array in self.arrays.items()}

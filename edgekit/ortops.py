@@ -45,6 +45,11 @@ def ort_only_nodes(model: Any) -> dict[str, list[str]]:
     return dict(found)
 
 
+def rewritable(model: Any) -> bool:
+    """Whether --dequantize can take every onnxruntime-only op in ``model``."""
+    return all(op in REWRITTEN for op in ort_only_nodes(model))
+
+
 def _listing(found: dict[str, list[str]]) -> str:
     return "\n  ".join(f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
                        for op, names in found.items())

@@ -25,7 +25,7 @@ from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageEr
 from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
 from edgekit.modelio import save_model
 from edgekit.names import sanitize
-from edgekit.prepare import prepare
+from edgekit.prepare import prepare, refuse_blocking
 from edgekit.profiles import TargetProfile, resolve_target
 from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
@@ -249,6 +249,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     if options.simplify:
         with run.stage("simplify", "Simplifying the graph (onnxsim, onnxslim)"):
             result = run_simplify(loaded.proto, samples, references)
+            refuse_blocking(backend.blocking_ops(result.model), profile, model_path)
         simplified = result.model
         run.add(StageRecord("simplify", round(result.seconds, 3), result.tool, result.tool_version,
                             {"nodes_before": result.nodes_before, "nodes_after": result.nodes_after,

@@ -58,7 +58,7 @@ def _dequantized_model(loaded: LoadedModel, path: Path, allowed: bool) -> tuple[
 
     if not ortops.ort_only_nodes(loaded.proto):
         return loaded, None, None
-    if not allowed:
+    if not allowed or not ortops.rewritable(loaded.proto):
         ortops.refuse(loaded.proto, path)
     rewritten, ops = ortops.dequantize(loaded.proto)
     proto = check_model(rewritten, path)
@@ -103,6 +103,27 @@ def choose_samples(calib: SampleSet | None, verify: SampleSet | None, calibrates
     start = held_out_split(calib.count, path)
     stop = min(calib.count, start + count)
     return calib.head(start), calib.select(start, stop, f"held-out:{path}[{start}:{stop}]")
+
+
+def refuse_blocking(blocking: list[str], profile: TargetProfile, model_path: Path, defer_if: bool = False) -> None:
+    """Raise StageError naming the ops the backend cannot take (``blocking_ops`` lines, "op (nodes): reason")."""
+    if defer_if:
+        blocking = [line for line in blocking if not line.startswith("If ")]
+    if blocking:
+        raise StageError(f"the {profile.backend} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
+                         hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target"
+                         + ("; an If that depends only on an input (a sample rate, a flag) folds away with --fix-input NAME=VALUE"
+                            if any(line.startswith("If ") for line in blocking) else ""))
+
+
+def outputs_as_run(declared: list[TensorSpec], references: list[dict[str, np.ndarray]]) -> list[TensorSpec]:
+    """Output specs with the shapes onnxruntime produced: exporters declare wrong or open output shapes (ddddocr's
+    recognizer declares [1, seqlen] and returns [T, 1, classes]); an output whose shape varies by sample keeps its own."""
+    specs = []
+    for spec in declared:
+        shapes = {tuple(int(d) for d in ref[spec.name].shape) for ref in references if spec.name in ref}
+        specs.append(dataclasses.replace(spec, shape=shapes.pop()) if len(shapes) == 1 else spec)
+    return specs
 
 
 def samples_from_source(source: str, count: int, inputs: list[TensorSpec], pre: Preprocessing) -> SampleSet:
@@ -159,13 +180,10 @@ def prepare(model_path: Path, profile: TargetProfile, precision: str, options: B
     for data in (calib, verify):
         if data is not None:
             check_against(data, loaded.inputs)
-    blocking = blocking_ops(loaded.proto)
-    if blocking:
-        raise StageError(f"the {profile.backend} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
-                         hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target"
-                         + ("; an If that depends only on an input (a sample rate, a flag) folds away with --fix-input NAME=VALUE"
-                            if any(b.startswith("If ") for b in blocking) else ""))
+    # an If whose condition is constant once inputs are fixed folds away in simplification: judged after it
+    refuse_blocking(blocking_ops(loaded.proto), profile, model_path, defer_if=options.simplify)
     calibration, samples = choose_samples(calib, verify, calibrates, loaded.inputs, options.max_samples, options.seed)
     references = run_reference(loaded.proto, samples)
+    loaded.outputs = outputs_as_run(loaded.outputs, references)
     dequantized = _dequantize_check(original, loaded, fixes, ops or {}, samples, references, profile) if original is not None else None
     return Prepared(loaded, calibration, samples, references, calibrates, fixed, {k: list(v) for k, v in from_data.items()}, dequantized)

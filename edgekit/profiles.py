@@ -50,10 +50,11 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0),
-    "fp16": Tolerance(min_cosine=0.999, min_sqnr_db=25.0),
-    "dynamic": Tolerance(min_cosine=0.98, min_sqnr_db=12.0),
-    "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0),
+    # max_gain_error: provisional, set from the zoo measurements in docs/verification.md
+    "fp32": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0, max_gain_error=0.01),
+    "fp16": Tolerance(min_cosine=0.999, min_sqnr_db=25.0, max_gain_error=0.05),
+    "dynamic": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.1),
+    "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.1),
 }
 
 

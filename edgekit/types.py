@@ -67,6 +67,8 @@ class IOBinding:
     artifact_name: str
     perm: tuple[int, ...] | None = None
     squeeze_batch: bool = False
+    #: the artifact tensor's shape when it differs from the ONNX one only by size-1 dims (onnx2tf makes a scalar [1])
+    artifact_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,16 +76,18 @@ class IOBinding:
             "artifact_name": self.artifact_name,
             "perm": list(self.perm) if self.perm is not None else None,
             "squeeze_batch": self.squeeze_batch,
+            "artifact_shape": list(self.artifact_shape) if self.artifact_shape is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IOBinding:
-        perm = data.get("perm")
+        perm, shape = data.get("perm"), data.get("artifact_shape")
         return cls(
             onnx_name=data["onnx_name"],
             artifact_name=data["artifact_name"],
             perm=tuple(perm) if perm is not None else None,
             squeeze_batch=bool(data.get("squeeze_batch", False)),
+            artifact_shape=tuple(shape) if shape is not None else None,
         )
 
 

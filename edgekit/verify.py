@@ -24,6 +24,8 @@ def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
         array = array.transpose(binding.perm)
     if binding.squeeze_batch:
         array = array[0]
+    if binding.artifact_shape is not None and array.shape != binding.artifact_shape:
+        array = array.reshape(binding.artifact_shape)  # sizes agree: only size-1 dims differ
     return np.ascontiguousarray(array)
 
 

@@ -201,7 +201,7 @@ class NcnnBackend(Backend):
         calib = ctx.work_dir / "calibration_ncnn.npz"
         samples = ctx.calibration
         # inputs have batch 1 (checked in convert) and ncnn Mats have no batch dim: drop it from every sample
-        np.savez(calib, **{f"i{k}": samples.stacked(spec.name)[:, 0] for k, spec in enumerate(ctx.inputs)})
+        np.savez(calib, **{f"i{k}": np.stack([samples.sample(i)[spec.name][0] for i in range(samples.count)]) for k, spec in enumerate(ctx.inputs)})
         stem = ctx.artifact_stem
         out_param, out_bin, table = (ctx.work_dir / f"{stem}.int8.param", ctx.work_dir / f"{stem}.int8.bin", ctx.work_dir / f"{stem}.table")
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")

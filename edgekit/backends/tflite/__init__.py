@@ -114,11 +114,14 @@ class TFLiteBackend(Backend):
         if ctx.precision == "int8":
             if ctx.calibration is None:
                 raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
-            # [N, *artifact shape]: one full-shape sample per representative-dataset step
-            calib = {b.artifact_name: np.ascontiguousarray(_per_sample_layout(ctx.calibration.stacked(b.onnx_name), b.perm)) for b in inputs}
+            from edgekit.verify import to_artifact_layout
+
+            # [N, *artifact shape], laid out exactly as verification feeds it: one sample per representative-dataset step
+            samples = ctx.calibration.count
+            calib = {b.artifact_name: np.stack([to_artifact_layout(ctx.calibration.sample(i)[b.onnx_name], b) for i in range(samples)])
+                     for b in inputs}
             np.savez(ctx.work_dir / "calibration_tf.npz", **calib)
             argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz")]
-            samples = ctx.calibration.count
         ctx.log(f"TFLiteConverter: {ctx.precision} quantization")
         run_tool(argv, ctx.work_dir, stage="quantize", tool="TFLiteConverter", log_name="quantize.log")
         detail: dict[str, Any] = {"mode": ctx.precision}
@@ -142,9 +145,11 @@ class TFLiteBackend(Backend):
                 raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
             perm = NHWC if len(spec.shape) == 4 else None
             expected = [spec.shape[i] for i in perm] if perm else list(spec.shape)
-            if list(available[name]["shape"]) != expected:
-                raise StageError(f"convert: TFLite input '{name}' has shape {available[name]['shape']}, expected {expected} from ONNX {list(spec.shape)}")
-            bindings.append(IOBinding(spec.name, name, perm))
+            shape = list(available[name]["shape"])
+            reshaped = shape != expected and [d for d in shape if d != 1] == [d for d in expected if d != 1]  # a scalar as [1]
+            if shape != expected and not reshaped:
+                raise StageError(f"convert: TFLite input '{name}' has shape {shape}, expected {expected} from ONNX {list(spec.shape)}")
+            bindings.append(IOBinding(spec.name, name, perm, artifact_shape=tuple(shape) if reshaped else None))
         return bindings
 
     @staticmethod
@@ -165,10 +170,9 @@ class TFLiteBackend(Backend):
             if channels_last and shape == [onnx_shape[i] for i in channels_last] and (shape != onnx_shape or len(onnx_shape) == 4):
                 # Ambiguous only when both layouts have the same shape; onnx2tf emits 4-D outputs channels-last.
                 perm = channels_last
-            elif shape == onnx_shape:
-                perm = None
             else:
-                raise StageError(f"convert: TFLite output '{name}' has shape {shape}, which matches neither ONNX {onnx_shape} nor its channels-last form")
+                # same shape, or a converter error that verification reports against this output ("shape mismatch")
+                perm = None
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
 
@@ -181,11 +185,6 @@ def _by_order(signature: dict[str, Any], kind: str, index: int, count: int) -> s
         return None
     signature["by_order"] = True
     return names[index]
-
-
-def _per_sample_layout(stacked: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
-    """``[N, *onnx shape]`` -> ``[N, *artifact shape]``: the binding's permutation applied behind the sample axis."""
-    return stacked if perm is None else stacked.transpose((0, *(axis + 1 for axis in perm)))
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
