@@ -45,7 +45,9 @@ def _checked_artifact(data: dict, folder: Path) -> Artifact:
     io = data.get("io") or {}
     return Artifact(path=files[0], backend=data["backend"], precision=data["precision"], runtime=data.get("artifact_runtime") or data["backend"],
                     inputs=[IOBinding.from_dict(b) for b in io.get("inputs", [])],
-                    outputs=[IOBinding.from_dict(b) for b in io.get("outputs", [])], extra_files=files[1:])
+                    outputs=[IOBinding.from_dict(b) for b in io.get("outputs", [])], extra_files=files[1:],
+                    # what the build recorded about the artifact (e.g. the ncnn runtime options it must run with)
+                    details={k: v for stage in data.get("stages", []) for k, v in (stage.get("detail") or {}).items()})
 
 
 def _source_model(data: dict, folder: Path, model: Path | None) -> Path:

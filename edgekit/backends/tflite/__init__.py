@@ -9,6 +9,7 @@ as they are (``-kat``), so token/sequence models keep their ONNX shape.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -76,8 +77,7 @@ class TFLiteBackend(Backend):
         inputs = self._input_bindings(ctx.inputs, signature)
         outputs = self._output_bindings(ctx.outputs, signature)
         # the report says where the artifact's I/O came from: its SignatureDef, or tensor details matched by name/order
-        ctx.stages[-1].detail["tflite_io"] = {"source": signature.get("source", "signature"),
-                                              "matched": "by_order" if signature.get("by_order") else "by_name"}
+        ctx.stages[-1].detail["tflite_io"] = {"source": signature.get("source", "signature"), "matched": sorted(signature.pop("matched", set()))}
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=inputs, outputs=outputs,
                         details={"int8_io": int8_io if ctx.precision == "int8" else "float",
@@ -138,15 +138,15 @@ class TFLiteBackend(Backend):
     @staticmethod
     def _input_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
         available = signature["inputs"]
-        bindings = []
+        bindings: list[IOBinding] = []
         for index, spec in enumerate(specs):
-            name = _match_name(spec.name, list(available)) or _by_order(signature, "inputs", index, len(specs))
-            if name is None:
-                raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
             perm = NHWC if len(spec.shape) == 4 else None
             expected = [spec.shape[i] for i in perm] if perm else list(spec.shape)
+            name = _tensor_for(spec.name, index, "inputs", signature, [expected], {b.artifact_name for b in bindings})
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
             shape = list(available[name]["shape"])
-            reshaped = shape != expected and [d for d in shape if d != 1] == [d for d in expected if d != 1]  # a scalar as [1]
+            reshaped = shape != expected and _squeezed(shape) == _squeezed(expected)  # a scalar as [1]
             if shape != expected and not reshaped:
                 raise StageError(f"convert: TFLite input '{name}' has shape {shape}, expected {expected} from ONNX {list(spec.shape)}")
             bindings.append(IOBinding(spec.name, name, perm, artifact_shape=tuple(shape) if reshaped else None))
@@ -155,18 +155,15 @@ class TFLiteBackend(Backend):
     @staticmethod
     def _output_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
         available = signature["outputs"]
-        ordered = list(available)
-        bindings = []
+        bindings: list[IOBinding] = []
         for index, spec in enumerate(specs):
-            name = _match_name(spec.name, ordered)
-            if name is None and f"output_{index}" in available:
-                name = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
-            name = name or _by_order(signature, "outputs", index, len(specs))
-            if name is None:
-                raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(ordered)})")
-            shape = list(available[name]["shape"])
             onnx_shape = list(spec.shape)
             channels_last = (0, *range(2, len(onnx_shape)), 1) if len(onnx_shape) >= 3 else None
+            layouts = [onnx_shape] + ([[onnx_shape[i] for i in channels_last]] if channels_last else [])
+            name = _tensor_for(spec.name, index, "outputs", signature, layouts, {b.artifact_name for b in bindings})
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(available)})")
+            shape = list(available[name]["shape"])
             if channels_last and shape == [onnx_shape[i] for i in channels_last] and (shape != onnx_shape or len(onnx_shape) == 4):
                 # Ambiguous only when both layouts have the same shape; onnx2tf emits 4-D outputs channels-last.
                 perm = channels_last
@@ -177,21 +174,39 @@ class TFLiteBackend(Backend):
         return bindings
 
 
-def _by_order(signature: dict[str, Any], kind: str, index: int, count: int) -> str | None:
-    """Without a SignatureDef the tensors carry whatever names the converter left; when no name matches,
-    the k-th ONNX tensor is the k-th tensor of the file (the runner does the same)."""
-    names = list(signature[kind])
-    if signature.get("source") != "tensor_details" or len(names) != count:
-        return None
-    signature["by_order"] = True
-    return names[index]
+def _squeezed(shape: list) -> list:
+    return [d for d in shape if d != 1]
+
+
+def _tensor_for(onnx_name: str, index: int, kind: str, signature: dict[str, Any], shapes: list[list], taken: set[str]) -> str | None:
+    """The artifact tensor for the ``index``-th ONNX input/output: by name; else, in a file without a SignatureDef
+    (whose tensors carry whatever names the converter left, in an order of its own), the one untaken tensor of
+    the expected shape, else the ``index``-th tensor. ``signature["matched"]`` collects how (for the report)."""
+    names = [name for name in signature[kind] if name not in taken]
+    found = _match_name(onnx_name, names)
+    if found is None and kind == "outputs" and f"output_{index}" in names:
+        found = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
+    how = "by_name"
+    if found is None and signature.get("source") == "tensor_details":
+        fitting = [n for n in names if any(_squeezed(list(signature[kind][n]["shape"])) == _squeezed(s) for s in shapes)]
+        ordered = list(signature[kind])
+        if len(fitting) == 1:
+            found, how = fitting[0], "by_shape"
+        elif index < len(ordered) and ordered[index] not in taken:
+            found, how = ordered[index], "by_order"
+    if found is not None:
+        signature.setdefault("matched", set()).add(how)
+    return found
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
+    """The candidate named like the ONNX tensor: exactly, sanitized, or as TensorFlow names a signature's tensors in a
+    file without the SignatureDef (``serving_default_NAME:0``)."""
     if onnx_name in candidates:
         return onnx_name
-    sanitized = "".join(c if c.isalnum() or c == "_" else "_" for c in onnx_name)
+    sanitized = "".join(c if c.isalnum() or c == "_" else "_" for c in onnx_name).lower()
     for candidate in candidates:
-        if candidate == sanitized or candidate.lower() == sanitized.lower():
+        bare = re.sub(r":\d+$", "", re.sub(r"^serving_default_", "", candidate))
+        if sanitized in (candidate.lower(), bare.lower()):
             return candidate
     return None
