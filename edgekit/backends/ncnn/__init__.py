@@ -108,6 +108,15 @@ class NcnnBackend(Backend):
             raise MissingDependency("the pnnx package is installed but its pnnx executable was not found", hint="pip install --force-reinstall pnnx")
         return versions
 
+    def blocking_ops(self, model: Any) -> list[str]:
+        found = super().blocking_ops(model)
+        strided = _strided_slices(model)
+        if strided:
+            names = ", ".join(strided[:5]) + ("..." if len(strided) > 5 else "")
+            found.append(f"Slice with steps other than 1 ({names}): ncnn has no strided slice; pnnx writes Tensor.slice, "
+                         "which the ncnn runtime does not implement")
+        return found
+
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         options = self.options(profile)
         # a re-verified artifact has no build details: the same options again, never ncnn's defaults
@@ -219,6 +228,21 @@ class NcnnBackend(Backend):
                    calibration_samples=summary["samples"], method="kl", quantized_layers=len(summary["quantized"]),
                    float_layers_with_weights=len(summary["kept_float"]))
         return final_param, final_bin, table, summary
+
+
+def _strided_slices(model: Any) -> list[str]:
+    """Slice nodes whose constant ``steps`` input has a step other than 1 (YOLOX's Focus stem: x[..., ::2, ::2])."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    found = []
+    for node in model.graph.node:
+        if node.op_type == "Slice" and len(node.input) > 4 and node.input[4] in constants:
+            steps = numpy_helper.to_array(constants[node.input[4]])
+            if np.any(np.abs(steps) != 1):
+                found.append(node.name or "<unnamed>")
+    return found
 
 
 def _check_inputs(inputs: list[TensorSpec]) -> None:

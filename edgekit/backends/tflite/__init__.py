@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.backends._subprocess import run_tool
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.backends.options import BackendOptions, option
-from edgekit.errors import StageError
+from edgekit.errors import OptionsError, StageError
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
@@ -62,6 +62,7 @@ class TFLiteBackend(Backend):
 
     def convert(self, ctx: ConvertContext) -> Artifact:
         versions = self.check_tools()
+        _refuse_int8_recurrent(ctx)
         int8_io = ctx.options.int8_io
         saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
         started = time.perf_counter()
@@ -172,6 +173,20 @@ class TFLiteBackend(Backend):
                 perm = None
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
+
+
+#: TensorFlow 2.19's int8 calibrator segfaults (in calibrator.py _feed_tensors) on models with these layers,
+#: measured on the zoo's ddddocr recognizer (bidirectional LSTM) and Resemblyzer (3-layer LSTM)
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+def _refuse_int8_recurrent(ctx: ConvertContext) -> None:
+    if ctx.precision != "int8":
+        return
+    nodes = [f"{n.op_type} {n.name}" for n in ctx.model.graph.node if n.op_type in RECURRENT_OPS]
+    if nodes:
+        raise OptionsError(f"TFLite int8 cannot calibrate recurrent layers ({', '.join(nodes[:4])}): TensorFlow's calibrator crashes "
+                           "(SIGSEGV) on them", hint="use --precision dynamic (int8 weights, float activations) or fp16 for this model")
 
 
 def _squeezed(shape: list) -> list:
