@@ -172,3 +172,30 @@ def microsoft_op(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def lstm_as_exported(path: Path, bidirectional: bool = False) -> Path:
+    """An LSTM the way PyTorch exports it and onnxsim leaves it: zero initial states as constants, and either the
+    last hidden state Y_h read by the head (forward) or Y -> Transpose -> one merged 2-D Reshape (bidirectional).
+    Input ``mels`` [1, 12, 10], output ``embedding``."""
+    rng = np.random.default_rng(9)
+    hidden, dirs = 6, 2 if bidirectional else 1
+    inits = [_const("W", (rng.standard_normal((dirs, 4 * hidden, 10)) * 0.3).astype(np.float32)),
+             _const("R", (rng.standard_normal((dirs, 4 * hidden, hidden)) * 0.3).astype(np.float32)),
+             _const("B", (rng.standard_normal((dirs, 8 * hidden)) * 0.1).astype(np.float32)),
+             _const("zeros", np.zeros((dirs, 1, hidden), np.float32)), _const("head", (rng.standard_normal((dirs * hidden, 4)) * 0.5).astype(np.float32))]
+    nodes = [helper.make_node("Transpose", ["mels"], ["seq"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["seq", "W", "R", "B", "", "zeros", "zeros"], ["Y", "Y_h", "Y_c"], hidden_size=hidden,
+                              direction="bidirectional" if bidirectional else "forward")]
+    if bidirectional:
+        inits.append(_const("flat", np.array([12, 2 * hidden], np.int64)))
+        nodes += [helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]), helper.make_node("Reshape", ["Yt", "flat"], ["features"])]
+        out_shape = [12, 4]
+    else:
+        inits.append(_const("axis0", np.array([0], np.int64)))
+        nodes += [helper.make_node("Squeeze", ["Y_h", "axis0"], ["features"])]
+        out_shape = [1, 4]
+    nodes.append(helper.make_node("MatMul", ["features", "head"], ["embedding"]))
+    graph = helper.make_graph(nodes, "lstm_as_exported", [helper.make_tensor_value_info("mels", TensorProto.FLOAT, [1, 12, 10])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, out_shape)], inits)
+    return _save(graph, path)

@@ -90,3 +90,16 @@ def test_dequantize_gives_the_float_model_back(tmp_path):
         assert compare("logits", expected, got, tolerance).passed  # as close as the original's own quantization noise
         # dequantized weights (w - zero) * scale: the rewrite is the float model up to weight rounding
         assert compare("logits", floating.run(None, {"image": sample})[0], got, DEFAULT_TOLERANCES["fp16"]).sqnr_db > 30
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward-Y_h", "bidirectional"])
+def test_recurrent_nodes_rewritten_for_pnnx_compute_the_same(tmp_path, bidirectional):
+    from edgekit.backends.ncnn.onnx_fixes import pnnx_ready_recurrent
+
+    model = load_model(planted.lstm_as_exported(tmp_path / "lstm.onnx", bidirectional)).proto
+    rewritten, changed = pnnx_ready_recurrent(model)
+    lstm = next(n for n in rewritten.graph.node if n.op_type == "LSTM")
+    assert changed == ["LSTM"] and list(lstm.input) == ["seq", "W", "R", "B"] and list(lstm.output) == ["Y"]  # states and Y_h/Y_c gone
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 12, 10)).astype(np.float32)
+    np.testing.assert_array_equal(session_for(model).run(None, {"mels": x})[0], session_for(rewritten).run(None, {"mels": x})[0])

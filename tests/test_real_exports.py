@@ -217,3 +217,13 @@ def test_zoo_ddddocr_onnxruntime_quantized_recognizer(tmp_path):
     assert check["passed"] and check["outputs"][0]["sqnr_db"] > 25 and check["outputs"][0]["top1_agreement"] > 0.99
     assert report.verification.status == "passed", report.verification.reason
     assert list(report.outputs[0].shape) == [24, 1, 8210]  # declared [1, seqlen]; the run says [T, 1, classes]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward-Y_h", "bidirectional"])
+def test_exported_lstm_builds_for_ncnn(tmp_path, bidirectional):
+    """pnnx leaves such LSTMs' weights as MemoryData blobs ncnn cannot load, unless edgekit rewrites them first."""
+    model = planted.lstm_as_exported(tmp_path / "lstm.onnx", bidirectional)
+    report = edgekit.build(model, "arm-ncnn", precision="fp32", out_dir=tmp_path / "out", options=_options())
+    assert report.verification.status == "passed", report.verification.reason
+    assert next(s for s in report.stages if s.name == "convert").detail["recurrent_rewritten"]

@@ -27,8 +27,10 @@ import numpy as np
 from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
+from edgekit.backends.ncnn.onnx_fixes import pnnx_ready_recurrent
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
+from edgekit.modelio import save_model
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
@@ -164,9 +166,13 @@ class NcnnBackend(Backend):
         folder = ctx.work_dir / "pnnx"
         folder.mkdir(exist_ok=True)
         model = folder / "model.onnx"
-        _link_or_copy(ctx.model_path, model)
-        for external in ctx.model_path.parent.glob(ctx.model_path.name + ".data"):
-            _link_or_copy(external, folder / external.name)
+        fixed, rewritten = pnnx_ready_recurrent(ctx.model)
+        if rewritten:
+            save_model(fixed, model)
+        else:
+            _link_or_copy(ctx.model_path, model)
+            for external in ctx.model_path.parent.glob(ctx.model_path.name + ".data"):
+                _link_or_copy(external, folder / external.name)
         stem = ctx.artifact_stem
         param, weights = ctx.work_dir / f"{stem}.ncnn.param", ctx.work_dir / f"{stem}.ncnn.bin"
         shapes = ",".join(_shape_arg(spec) for spec in ctx.inputs)
@@ -180,7 +186,7 @@ class NcnnBackend(Backend):
                 raise StageError(f"convert: pnnx exited cleanly but did not write {path.name}",
                                  hint=f"see {folder / 'pnnx.log'} (kept with --keep-work)")
         ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights,
-                   ncnn_options=self._ncnn_options(ctx.precision, ctx.options))
+                   ncnn_options=self._ncnn_options(ctx.precision, ctx.options), recurrent_rewritten=rewritten)
         return param, weights
 
     def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
