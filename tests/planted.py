@@ -199,3 +199,15 @@ def lstm_as_exported(path: Path, bidirectional: bool = False) -> Path:
     graph = helper.make_graph(nodes, "lstm_as_exported", [helper.make_tensor_value_info("mels", TensorProto.FLOAT, [1, 12, 10])],
                               [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, out_shape)], inits)
     return _save(graph, path)
+
+
+def opset11_softmax(path: Path) -> Path:
+    """SqueezeNet's tail at opset 11: Conv -> GlobalAveragePool -> Softmax(axis=1) over [1, 10, 1, 1] (the old
+    Softmax flattens from axis 1; onnx2tf applied it to a size-1 axis after its NHWC transpose)."""
+    rng = np.random.default_rng(10)
+    nodes = [helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]), helper.make_node("GlobalAveragePool", ["conv"], ["pooled"]),
+             helper.make_node("Softmax", ["pooled"], ["prob"], axis=1)]
+    graph = helper.make_graph(nodes, "opset11_softmax", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 10, 1, 1])],
+                              [_const("w", (rng.standard_normal((10, 3, 3, 3)) * 0.5).astype(np.float32))])
+    return _save(graph, path, opset=11)

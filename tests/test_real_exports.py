@@ -227,3 +227,11 @@ def test_exported_lstm_builds_for_ncnn(tmp_path, bidirectional):
     report = edgekit.build(model, "arm-ncnn", precision="fp32", out_dir=tmp_path / "out", options=_options())
     assert report.verification.status == "passed", report.verification.reason
     assert next(s for s in report.stages if s.name == "convert").detail["recurrent_rewritten"]
+
+
+@pytest.mark.slow
+def test_opset_11_softmax_over_channels_for_tflite(tmp_path):
+    """onnx2tf applies an opset<13 Softmax(axis=1) to a size-1 axis after its NHWC transpose; edgekit upgrades to 13 first."""
+    report = edgekit.build(planted.opset11_softmax(tmp_path / "old.onnx"), "android", precision="fp32", out_dir=tmp_path / "out", options=_options())
+    assert report.verification.status == "passed", report.verification.reason
+    assert next(s for s in report.stages if s.name == "convert").detail["opset_upgraded_from"] == 11
