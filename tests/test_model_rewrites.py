@@ -68,6 +68,9 @@ def test_onnxruntime_quantized_ops_are_refused_by_name(tmp_path):
     with pytest.raises(ModelError) as caught:
         refuse(load_model(quantized).proto, quantized)
     assert "ConvInteger (1 node" in caught.value.message and "--dequantize" in caught.value.hint
+    from edgekit.inspect import inspect_model
+
+    assert set(inspect_model(quantized)["onnxruntime_only_ops"]) == set(found)  # edgekit inspect lists them too
     with pytest.raises(ModelError, match=r"com.microsoft::Gelu \(1 node: gelu_fused\)") as caught:
         refuse(load_model(planted.microsoft_op(tmp_path / "ms.onnx")).proto, "ms.onnx")
     assert "cannot rewrite com.microsoft::Gelu" in caught.value.hint

@@ -195,6 +195,8 @@ def print_inspection(info: dict[str, Any], target: str | None) -> None:
     for op, count in info["ops"].items():
         ops.add_row(op, str(count))
     out.print(ops)
+    for op, nodes in (info.get("onnxruntime_only_ops") or {}).items():  # every build refuses these (--dequantize rewrites some)
+        out.print(f"[red]only onnxruntime runs[/] {op} ({len(nodes)} nodes: {', '.join(nodes[:4])}{', ...' if len(nodes) > 4 else ''})")
     if not target:
         return
     if info["unsupported"]:
