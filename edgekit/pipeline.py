@@ -238,7 +238,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
         calibrates = options.calib is not None and backend.needs_calibration(profile, precision)
-        prepared = prepare(model_path, profile, precision, options, calibrates, backend.blocking_ops, run.progress.message)
+        prepared = prepare(model_path, profile, precision, options, calibrates, lambda m: backend.blocking_ops_at(m, precision),
+                           run.progress.message)
     loaded, calibration, samples, references = prepared.loaded, prepared.calibration, prepared.samples, prepared.references
     run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
                         {"opset": loaded.opset, "nodes": len(loaded.proto.graph.node), "bytes": loaded.file_bytes,
@@ -249,7 +250,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     if options.simplify:
         with run.stage("simplify", "Simplifying the graph (onnxsim, onnxslim)"):
             result = run_simplify(loaded.proto, samples, references)
-            refuse_blocking(backend.blocking_ops(result.model), profile, model_path)
+            refuse_blocking(backend.blocking_ops_at(result.model, precision), profile, model_path)
         simplified = result.model
         run.add(StageRecord("simplify", round(result.seconds, 3), result.tool, result.tool_version,
                             {"nodes_before": result.nodes_before, "nodes_after": result.nodes_after,

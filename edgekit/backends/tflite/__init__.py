@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.backends._subprocess import run_tool
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.backends.options import BackendOptions, option
-from edgekit.errors import OptionsError, StageError
+from edgekit.errors import StageError
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
@@ -58,11 +58,18 @@ class TFLiteBackend(Backend):
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": self.options(profile).num_threads}
 
+    def blocking_ops_at(self, model: Any, precision: str) -> list[str]:
+        found = self.blocking_ops(model)
+        recurrent = [n.name or "<unnamed>" for n in model.graph.node if n.op_type in RECURRENT_OPS] if precision == "int8" else []
+        if recurrent:
+            found.append(f"LSTM/GRU/RNN at int8 ({', '.join(recurrent[:5])}): TensorFlow's int8 calibrator crashes (SIGSEGV) on "
+                         "recurrent layers; build them with --precision dynamic (int8 weights, float activations) or fp16")
+        return found
+
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
         versions = self.check_tools()
-        _refuse_int8_recurrent(ctx)
         int8_io = ctx.options.int8_io
         saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
         started = time.perf_counter()
@@ -202,13 +209,6 @@ def _opset_13_or_later(ctx: ConvertContext) -> tuple[Path, int | None]:
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
-def _refuse_int8_recurrent(ctx: ConvertContext) -> None:
-    if ctx.precision != "int8":
-        return
-    nodes = [f"{n.op_type} {n.name}" for n in ctx.model.graph.node if n.op_type in RECURRENT_OPS]
-    if nodes:
-        raise OptionsError(f"TFLite int8 cannot calibrate recurrent layers ({', '.join(nodes[:4])}): TensorFlow's calibrator crashes "
-                           "(SIGSEGV) on them", hint="use --precision dynamic (int8 weights, float activations) or fp16 for this model")
 
 
 def _squeezed(shape: list) -> list:
