@@ -50,11 +50,13 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    # max_gain_error: provisional, set from the zoo measurements in docs/verification.md
-    "fp32": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0, max_gain_error=0.01),
-    "fp16": Tolerance(min_cosine=0.999, min_sqnr_db=25.0, max_gain_error=0.05),
-    "dynamic": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.1),
-    "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.1),
+    # max_gain_error from the real-model zoo (docs/verification.md, bench/tolerances.py): correct artifacts measured
+    # |gain - 1| <= 1e-6 (fp32), 0.0011 (fp16), 0.088 (int8); each band leaves a wide margin over that and is tighter
+    # than the scale error the precision's SQNR floor lets through (1%, 5.6%, 25%)
+    "fp32": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0, max_gain_error=0.001),
+    "fp16": Tolerance(min_cosine=0.999, min_sqnr_db=25.0, max_gain_error=0.02),
+    "dynamic": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.15),
+    "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, max_gain_error=0.15),
 }
 
 
