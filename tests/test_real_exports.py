@@ -220,13 +220,20 @@ def test_zoo_ddddocr_onnxruntime_quantized_recognizer(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward-Y_h", "bidirectional"])
-def test_exported_lstm_builds_for_ncnn(tmp_path, bidirectional):
-    """pnnx leaves such LSTMs' weights as MemoryData blobs ncnn cannot load, unless edgekit rewrites them first."""
+@pytest.mark.parametrize(("bidirectional", "precision"), [(False, "fp32"), (True, "fp32"), (True, "int8")],
+                         ids=["forward-Y_h", "bidirectional", "bidirectional-int8"])
+def test_exported_lstm_builds_for_ncnn(tmp_path, bidirectional, precision):
+    """pnnx leaves such LSTMs' weights as MemoryData blobs ncnn cannot load, unless edgekit rewrites them first;
+    ncnn int8 keeps the LSTM in float (its weights are walked, not quantized) and quantizes the head."""
     model = planted.lstm_as_exported(tmp_path / "lstm.onnx", bidirectional)
-    report = edgekit.build(model, "arm-ncnn", precision="fp32", out_dir=tmp_path / "out", options=_options())
+    calib = tmp_path / "mels.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((12, 1, 12, 10)).astype(np.float32))
+    report = edgekit.build(model, "arm-ncnn", precision=precision, calib=calib, out_dir=tmp_path / "out", options=_options())
     assert report.verification.status == "passed", report.verification.reason
     assert next(s for s in report.stages if s.name == "convert").detail["recurrent_rewritten"]
+    if precision == "int8":
+        quantize = next(s for s in report.stages if s.name == "quantize").detail
+        assert quantize["quantized_layers"] == 1 and quantize["float_layers_with_weights"] == 1  # the head int8, the LSTM float
 
 
 @pytest.mark.slow
