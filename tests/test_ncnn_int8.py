@@ -154,7 +154,7 @@ def test_already_int8_and_unwalkable_layers_are_refused():
 def test_recurrent_layer_weights_are_walked():
     """lstm.cpp load_model: W_xc [dirs, 4*hidden, input], bias [dirs, 4, hidden], W_hc [dirs, 4*hidden, hidden], tagged."""
     lstm = read_param("7767517\n1 2\nLSTM l 1 1 a b 0=4 1=96 2=2\n")  # hidden 4, input 3, bidirectional: 1 = 3*4*4*2
-    blobs = split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 64))["l"]
-    assert [(b.label, len(b.values)) for b in blobs] == [("weight_xc", 96), ("bias_c", 32), ("weight_hc", 64)]
+    blobs = split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 128))["l"]
+    assert [(b.label, len(b.values)) for b in blobs] == [("weight_xc", 96), ("bias_c", 32), ("weight_hc", 128)]
     with pytest.raises(NcnnFormatError, match="account for"):
-        split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 65))
+        split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 129))
