@@ -244,7 +244,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
                         {"opset": loaded.opset, "nodes": len(loaded.proto.graph.node), "bytes": loaded.file_bytes,
                          "ir_version": int(loaded.proto.ir_version), "ir_version_lowered_from": loaded.ir_version_lowered_from,
-                         "calibration_samples": prepared.calibration_samples, "verification_samples": samples.count}))
+                         "calibration_samples": prepared.calibration_samples, "verification_samples": samples.count,
+                         "opset_upgraded_from": prepared.opset_upgraded_from}))
 
     simplified = loaded.proto
     if options.simplify:

@@ -26,6 +26,9 @@ from edgekit.profiles import Preprocessing, TargetProfile
 from edgekit.reference import run_reference
 from edgekit.types import BuildOptions, TensorSpec
 
+#: converters read models in this opset's semantics: onnx2tf and pnnx applied an opset<13 Softmax(axis=1) (flatten
+#: from axis 1, then softmax) to a size-1 axis of [1, 1000, 1, 1] (the zoo's SqueezeNet: every output 1.0, -60 dB)
+CONVERTER_OPSET = 13
 #: samples read from --calib at most (calibration converges long before; verification takes --samples of them)
 MAX_CALIBRATION_SAMPLES = 256
 _HELD_OUT = re.compile(r"^held-out:(?P<path>.*)\[(?P<start>\d+):(?P<stop>\d+)\]$")
@@ -42,6 +45,7 @@ class Prepared:
     fixed_inputs: list[FixedInput] = field(default_factory=list)
     shapes_from_data: dict[str, list[int]] = field(default_factory=dict)
     dequantized: dict[str, Any] | None = None
+    opset_upgraded_from: int | None = None  # the model converters see was upgraded to CONVERTER_OPSET from this
 
     @property
     def calibration_samples(self) -> int:
@@ -129,6 +133,29 @@ def refuse_blocking(blocking: list[str], profile: TargetProfile, model_path: Pat
                             if any(line.startswith("If ") for line in blocking) else ""))
 
 
+def upgrade_opset(loaded: LoadedModel, samples: SampleSet, references: list[dict[str, np.ndarray]],
+                  log: Callable[[str], None]) -> int | None:
+    """Bring the model converters see to CONVERTER_OPSET (the reference stays the user's model); returns the old
+    opset, or None when it was already there or the upgraded model does not compute the same (then it is kept)."""
+    import onnx
+
+    from edgekit.simplify import differs
+
+    if loaded.opset >= CONVERTER_OPSET:
+        return None
+    try:
+        upgraded = check_model(onnx.version_converter.convert_version(loaded.proto, CONVERTER_OPSET), loaded.path)
+    except Exception as exc:  # the version converter raises anything from a missing adapter to shape errors
+        log(f"kept opset {loaded.opset}: the ONNX version converter failed ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})")
+        return None
+    problem = differs(upgraded, samples, references)
+    if problem:
+        log(f"kept opset {loaded.opset}: the model upgraded to opset {CONVERTER_OPSET} computes something else ({problem})")
+        return None
+    loaded.proto = upgraded
+    return loaded.opset
+
+
 def outputs_as_run(declared: list[TensorSpec], references: list[dict[str, np.ndarray]]) -> list[TensorSpec]:
     """Output specs with the shapes onnxruntime produced: exporters declare wrong or open output shapes (ddddocr's
     recognizer declares [1, seqlen] and returns [T, 1, classes]); an output whose shape varies by sample keeps its own."""
@@ -201,4 +228,6 @@ def prepare(model_path: Path, profile: TargetProfile, precision: str, options: B
     references = run_reference(loaded.proto, samples)
     loaded.outputs = outputs_as_run(loaded.outputs, references)
     dequantized = _dequantize_check(original, loaded, fixes, ops or {}, samples, references, profile) if original is not None else None
-    return Prepared(loaded, calibration, samples, references, calibrates, fixed, {k: list(v) for k, v in from_data.items()}, dequantized)
+    upgraded_from = upgrade_opset(loaded, samples, references, log)
+    return Prepared(loaded, calibration, samples, references, calibrates, fixed, {k: list(v) for k, v in from_data.items()}, dequantized,
+                    upgraded_from)

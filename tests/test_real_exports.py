@@ -237,8 +237,10 @@ def test_exported_lstm_builds_for_ncnn(tmp_path, bidirectional, precision):
 
 
 @pytest.mark.slow
-def test_opset_11_softmax_over_channels_for_tflite(tmp_path):
-    """onnx2tf applies an opset<13 Softmax(axis=1) to a size-1 axis after its NHWC transpose; edgekit upgrades to 13 first."""
-    report = edgekit.build(planted.opset11_softmax(tmp_path / "old.onnx"), "android", precision="fp32", out_dir=tmp_path / "out", options=_options())
+@pytest.mark.parametrize("target", ["android", "arm-ncnn"])
+def test_opset_11_softmax_over_channels(tmp_path, target):
+    """onnx2tf (and pnnx) apply an opset<13 Softmax(axis=1) to a size-1 axis after the NHWC transpose; edgekit upgrades to 13 first."""
+    report = edgekit.build(planted.opset11_softmax(tmp_path / "old.onnx"), target, precision="fp32", out_dir=tmp_path / "out", options=_options())
     assert report.verification.status == "passed", report.verification.reason
-    assert next(s for s in report.stages if s.name == "convert").detail["opset_upgraded_from"] == 11
+    load = next(s for s in report.stages if s.name == "load").detail
+    assert load["opset"] == 11 and load["opset_upgraded_from"] == 11

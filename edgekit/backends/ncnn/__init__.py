@@ -112,11 +112,12 @@ class NcnnBackend(Backend):
 
     def blocking_ops(self, model: Any) -> list[str]:
         found = super().blocking_ops(model)
-        strided = _strided_slices(model)
-        if strided:
-            names = ", ".join(strided[:5]) + ("..." if len(strided) > 5 else "")
-            found.append(f"Slice with steps other than 1 ({names}): ncnn has no strided slice; pnnx writes Tensor.slice, "
-                         "which the ncnn runtime does not implement")
+        for nodes, what in ((_strided_slices(model), "Slice with steps other than 1 ({}): ncnn has no strided slice; pnnx writes "
+                                                    "Tensor.slice, which the ncnn runtime does not implement"),
+                            (_asymmetric_average_pools(model), "AveragePool with unequal begin/end pads ({}): pnnx leaves it as an "
+                                                               "AveragePool layer, which the ncnn runtime does not implement")):
+            if nodes:
+                found.append(what.format(", ".join(nodes[:5]) + ("..." if len(nodes) > 5 else "")))
         return found
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
@@ -248,6 +249,16 @@ def _strided_slices(model: Any) -> list[str]:
             steps = numpy_helper.to_array(constants[node.input[4]])
             if np.any(np.abs(steps) != 1):
                 found.append(node.name or "<unnamed>")
+    return found
+
+
+def _asymmetric_average_pools(model: Any) -> list[str]:
+    """AveragePool nodes whose pads differ at the begin and end of an axis (Inception v1's last pool: pads 0, 0, 1, 1)."""
+    found = []
+    for node in model.graph.node:
+        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+        if node.op_type == "AveragePool" and pads and pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
+            found.append(node.name or "<unnamed>")
     return found
 
 

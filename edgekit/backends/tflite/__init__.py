@@ -95,8 +95,7 @@ class TFLiteBackend(Backend):
         started = time.perf_counter()
         self._write_onnx2tf_sample(ctx)
         out = ctx.work_dir / "onnx2tf"
-        source, upgraded_from = _opset_13_or_later(ctx)
-        argv = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
+        argv = [sys.executable, "-m", "onnx2tf", "-i", str(ctx.model_path), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
@@ -107,8 +106,7 @@ class TFLiteBackend(Backend):
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
-        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
-                   opset_upgraded_from=upgraded_from)
+        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4])
         return out, files
 
     @staticmethod
@@ -182,26 +180,6 @@ class TFLiteBackend(Backend):
                 perm = None
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
-
-
-def _opset_13_or_later(ctx: ConvertContext) -> tuple[Path, int | None]:
-    """The model onnx2tf reads, at opset 13 or later: onnx2tf applies an opset<13 Softmax(axis=1) (flatten from
-    axis 1, then softmax) to one axis after its NHWC transpose, a size-1 axis for [1, 1000, 1, 1] (the zoo's
-    SqueezeNet: every output 1.0). ONNX's version converter rewrites it as Flatten -> Softmax -> Reshape."""
-    import onnx
-
-    from edgekit.modelio import main_opset, save_model
-
-    opset = main_opset(ctx.model)
-    if opset >= 13:
-        return ctx.model_path, None
-    try:
-        upgraded = onnx.version_converter.convert_version(ctx.model, 13)
-        onnx.checker.check_model(upgraded)
-    except Exception as exc:  # the converter raises anything from adapters missing to shape errors
-        ctx.log(f"onnx2tf: keeping opset {opset} (the version converter failed: {str(exc).splitlines()[0][:120]})")
-        return ctx.model_path, None
-    return save_model(upgraded, ctx.work_dir / "opset13" / ctx.model_path.name), opset
 
 
 #: TensorFlow 2.19's int8 calibrator segfaults (in calibrator.py _feed_tensors) on models with these layers,
