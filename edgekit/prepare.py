@@ -144,7 +144,9 @@ def upgrade_opset(loaded: LoadedModel, samples: SampleSet, references: list[dict
     if loaded.opset >= CONVERTER_OPSET:
         return None
     try:
-        upgraded = check_model(onnx.version_converter.convert_version(loaded.proto, CONVERTER_OPSET), loaded.path)
+        upgraded = onnx.version_converter.convert_version(loaded.proto, CONVERTER_OPSET)
+        del upgraded.graph.value_info[:]  # stale types (Dropout's mask was float before opset 12) fail re-inference
+        upgraded = check_model(upgraded, loaded.path)
     except Exception as exc:  # the version converter raises anything from a missing adapter to shape errors
         log(f"kept opset {loaded.opset}: the ONNX version converter failed ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})")
         return None
