@@ -32,6 +32,10 @@ class NameMap:
     def tensor(self, name: str) -> str:
         return self.tensors.get(name, name)
 
+    def node(self, name: str) -> str:
+        """The name a node of the user's model has in the backend's copy (for ConvertContext.float_layers)."""
+        return self.nodes.get(name, name)
+
     def original(self, sanitized: str) -> str:
         back = {new: old for old, new in self.tensors.items()}
         return back.get(sanitized, sanitized)

@@ -26,6 +26,7 @@ def test_names_become_valid_unique_and_map_back(tmp_path):
     tensors = {t for n in renamed.graph.node for t in [*n.input, *n.output]}
     assert all(t[0].isalpha() and t.replace("_", "").isalnum() for t in tensors)
     assert names.tensor("input:0") == "input_0" and names.original("prob_out_0") == "prob/out:0"
+    assert names.node("Softmax@0") == "Softmax_0" and names.node("already_fine") == "already_fine"
     assert names.report(load_model(tmp_path / "m.onnx").inputs, []) ["io"] == {"input:0": "input_0"}
     onnx.checker.check_model(renamed, full_check=True)
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
