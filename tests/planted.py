@@ -211,3 +211,22 @@ def opset11_softmax(path: Path) -> Path:
                               [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 10, 1, 1])],
                               [_const("w", (rng.standard_normal((10, 3, 3, 3)) * 0.5).astype(np.float32))])
     return _save(graph, path, opset=11)
+
+
+def ceil_mode_pool(path: Path) -> Path:
+    """MTCNN R-Net's trunk: (Conv -> PRelu -> MaxPool(3, stride 2, ceil_mode)) twice -> Conv. Input ``image``
+    [1, 3, 24, 24]: the first pool sees 22 rows, so ceil mode adds a window that overhangs the end."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"]), helper.make_node("PRelu", ["c1", "slope1"], ["a1"]),
+             helper.make_node("MaxPool", ["a1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"]), helper.make_node("PRelu", ["c2", "slope2"], ["a2"]),
+             helper.make_node("MaxPool", ["a2"], ["p2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+             helper.make_node("Conv", ["p2", "w3"], ["features"])]
+    graph = helper.make_graph(nodes, "ceil_mode_pool", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 24])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 6, 4, 4])],
+                              [_const("w1", (rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32)),
+                               _const("slope1", np.full((8, 1, 1), 0.25, np.float32)),
+                               _const("w2", (rng.standard_normal((12, 8, 3, 3)) * 0.3).astype(np.float32)),
+                               _const("slope2", np.full((12, 1, 1), 0.25, np.float32)),
+                               _const("w3", (rng.standard_normal((6, 12, 2, 2)) * 0.3).astype(np.float32))])
+    return _save(graph, path)

@@ -107,3 +107,15 @@ def test_recurrent_nodes_rewritten_for_pnnx_compute_the_same(tmp_path, bidirecti
     onnx.checker.check_model(rewritten, full_check=True)
     x = np.random.default_rng(0).standard_normal((1, 12, 10)).astype(np.float32)
     np.testing.assert_array_equal(session_for(model).run(None, {"mels": x})[0], session_for(rewritten).run(None, {"mels": x})[0])
+
+
+def test_padded_and_ceil_mode_max_pools_read_edges_exactly(tmp_path):
+    from edgekit.backends.tflite.onnx_fixes import max_pool_edges
+
+    model = load_model(planted.ceil_mode_pool(tmp_path / "pool.onnx")).proto
+    rewritten, changed = max_pool_edges(model)
+    assert len(changed) == 2
+    assert all(not [a for a in n.attribute if a.name in ("pads", "ceil_mode")] for n in rewritten.graph.node if n.op_type == "MaxPool")
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 3, 24, 24)).astype(np.float32) * 5
+    np.testing.assert_array_equal(session_for(model).run(None, {"image": x})[0], session_for(rewritten).run(None, {"image": x})[0])

@@ -244,3 +244,13 @@ def test_opset_11_softmax_over_channels(tmp_path, target):
     assert report.verification.status == "passed", report.verification.reason
     load = next(s for s in report.stages if s.name == "load").detail
     assert load["opset"] == 11 and load["opset_upgraded_from"] == 11
+
+
+@pytest.mark.slow
+def test_ceil_mode_max_pool_int8_runs_in_xnnpack(tmp_path):
+    """onnx2tf pads MaxPool with -FLT_MAX; int8 then gets a 1e36 scale and XNNPACK refuses the model (the zoo's MTCNN)."""
+    model = planted.ceil_mode_pool(tmp_path / "pool.onnx")
+    np.save(tmp_path / "images.npy", np.random.default_rng(0).standard_normal((20, 1, 3, 24, 24)).astype(np.float32))
+    report = edgekit.build(model, "android", precision="int8", calib=tmp_path / "images.npy", out_dir=tmp_path / "out", options=_options())
+    assert report.verification.status == "passed", report.verification.reason
+    assert len(next(s for s in report.stages if s.name == "convert").detail["max_pools_edge_padded"]) == 2

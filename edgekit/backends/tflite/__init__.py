@@ -95,7 +95,8 @@ class TFLiteBackend(Backend):
         started = time.perf_counter()
         self._write_onnx2tf_sample(ctx)
         out = ctx.work_dir / "onnx2tf"
-        argv = [sys.executable, "-m", "onnx2tf", "-i", str(ctx.model_path), "-o", str(out), "-osd", "-coion", "-n"]
+        source, edged = self._onnx2tf_input(ctx)
+        argv = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
@@ -106,8 +107,20 @@ class TFLiteBackend(Backend):
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
-        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4])
+        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
+                   max_pools_edge_padded=edged)
         return out, files
+
+    @staticmethod
+    def _onnx2tf_input(ctx: ConvertContext) -> tuple[Path, list[str]]:
+        """The model onnx2tf converts: for int8, padded MaxPools read edge-replicated input (see onnx_fixes)."""
+        if ctx.precision != "int8":
+            return ctx.model_path, []
+        from edgekit.backends.tflite.onnx_fixes import max_pool_edges
+        from edgekit.modelio import save_model
+
+        model, edged = max_pool_edges(ctx.model)
+        return (save_model(model, ctx.work_dir / "edged" / ctx.model_path.name), edged) if edged else (ctx.model_path, [])
 
     @staticmethod
     def _write_onnx2tf_sample(ctx: ConvertContext) -> None:
