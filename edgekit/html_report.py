@@ -104,10 +104,12 @@ def _verification_table(verification: dict[str, Any]) -> str:
     for o in verification.get("outputs", []):
         mark = '<span class="pass">pass</span>' if o.get("passed") else f'<span class="fail">FAIL</span> {_e("; ".join(o.get("failures", [])))}'
         rows.append(f"<tr><td><code>{_e(o['name'])}</code></td><td class=n>{_num(o['max_abs_error'])}</td><td class=n>{_num(o['mean_abs_error'])}</td>"
-                    f"<td class=n>{_num(o.get('max_rel_error'))}</td><td class=n>{_num(o['cosine'], 7)}</td><td class=n>{_num(o['sqnr_db'])}</td><td>{mark}</td></tr>")
+                    f"<td class=n>{_num(o.get('max_rel_error'))}</td><td class=n>{_num(o['cosine'], 7)}</td><td class=n>{_num(o['sqnr_db'])}</td>"
+                    f"<td class=n>{_num(o.get('gain'))}</td><td class=n>{_num(o.get('top1_agreement'))}</td><td>{mark}</td></tr>")
     if not rows:
         return ""
-    return ("<table><tr><th>output</th><th>max abs err</th><th>mean abs err</th><th>max rel err</th><th>cosine</th><th>SQNR dB</th><th>result</th></tr>"
+    return ("<table><tr><th>output</th><th>max abs err</th><th>mean abs err</th><th>max rel err</th><th>cosine</th><th>SQNR dB</th><th>gain</th>"
+            "<th>top-1 agreement</th><th>result</th></tr>"
             + "".join(rows) + "</table>")
 
 

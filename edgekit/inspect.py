@@ -22,6 +22,7 @@ def inspect_model(path: Path, target: str | None = None) -> dict[str, Any]:
         "outputs": [t.to_dict() for t in loaded.outputs],
         "ops": dict(op_histogram(loaded.proto).most_common()),
         "external_data": [str(p) for p in loaded.external_files],
+        "onnxruntime_only_ops": _ort_only(loaded.proto),
     }
     if target:
         from edgekit.backends import get_backend
@@ -37,5 +38,13 @@ def inspect_model(path: Path, target: str | None = None) -> dict[str, Any]:
             info["unsupported"] = backend.blocking_ops(loaded.proto)
             dynamic = [t.name for t in loaded.inputs if not t.is_static]
             if dynamic and profile.static_shapes:
-                info["backend_note"] = f"inputs with dynamic dims need --input-shape for this target: {', '.join(dynamic)}"
+                info["backend_note"] = (f"inputs with dynamic dims need --input-shape for this target, or sample data to take them from: "
+                                        f"{', '.join(dynamic)}")
     return info
+
+
+def _ort_only(model: Any) -> dict[str, list[str]]:
+    """Ops only onnxruntime runs (a build refuses them; --dequantize rewrites the quantized ones): op -> nodes."""
+    from edgekit.ortops import ort_only_nodes
+
+    return ort_only_nodes(model)

@@ -1,7 +1,9 @@
 """Compare an artifact's outputs with the onnxruntime reference.
 
-Pass/fail never rests on cosine alone: a 2x-scaled output has cosine 1 but SQNR 0 dB.
-Non-finite values on either side fail (NaN compares false, so they are checked explicitly).
+Pass/fail never rests on cosine alone: a 2x-scaled output has cosine 1 but SQNR 0 dB, and a 1.25x-scaled one
+still has SQNR 12 dB, so the gain (least-squares scale of the artifact against the reference) has its own band.
+Non-finite values on either side fail (NaN compares false, so they are checked explicitly). Class-score outputs
+also get top-1/top-5 agreement (docs/verification.md says which outputs count as class scores).
 """
 
 from __future__ import annotations
@@ -24,7 +26,41 @@ def error_histogram(abs_errors: np.ndarray) -> list[int]:
     return [int(c) for c in counts]
 
 
-def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> OutputMetrics:
+def gain_of(ref: np.ndarray, out: np.ndarray) -> float:
+    """<out, ref> / <ref, ref>: 1.0 for a perfect match; an all-zero reference gives 1.0 when the output is all zero
+    too, else inf (any output is then pure noise)."""
+    signal = float(np.dot(ref, ref))
+    if signal == 0.0:
+        return 1.0 if not np.any(out) else math.inf
+    return float(np.dot(out, ref)) / signal
+
+
+def is_class_scores(reference: np.ndarray) -> bool:
+    """A ``[batch, classes]`` output (classes >= 2), or one whose rows along the last axis are probability
+    distributions (non-negative, summing to 1): what a classifier head emits."""
+    if reference.ndim < 1 or reference.shape[-1] < 2 or reference.dtype.kind != "f":
+        return False
+    if reference.ndim == 2:
+        return True
+    return bool(np.all(reference >= 0) and np.allclose(reference.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def topk_agreement(reference: np.ndarray, candidate: np.ndarray, k: int) -> float:
+    """Fraction of rows (all positions but the last axis) whose artifact top-k classes are the reference's top-k.
+    Ties in the reference count as agreement (a class scoring as high as the reference's k-th best is a top-k class)."""
+    classes = reference.shape[-1]
+    ref = np.asarray(reference, np.float64).reshape(-1, classes)
+    out = np.asarray(candidate, np.float64).reshape(-1, classes)
+    k = min(k, classes)
+    kth_best = -np.sort(-ref, axis=1)[:, k - 1 : k]
+    slack = 1e-6 * np.maximum(np.abs(ref).max(axis=1, keepdims=True), 1e-30)
+    chosen = np.argpartition(-out, k - 1, axis=1)[:, :k] if k < classes else np.tile(np.arange(classes), (len(out), 1))
+    agree = np.all(np.take_along_axis(ref, chosen, axis=1) >= kth_best - slack, axis=1)
+    return float(agree.mean()) if len(agree) else 1.0
+
+
+def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance, class_scores: bool | None = None) -> OutputMetrics:
+    """Metrics of one output on one sample. ``class_scores``: None decides from the reference (is_class_scores)."""
     failures: list[str] = []
     if np.shape(reference) != np.shape(candidate):
         return OutputMetrics(name, math.inf, math.inf, math.inf, 0.0, -math.inf, False, False,
@@ -38,7 +74,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         failures.append("the artifact's output has NaN/Inf values")
     finite = ref_finite and out_finite
     if not finite:
-        return OutputMetrics(name, math.nan, math.nan, math.nan, math.nan, math.nan, False, False, failures)
+        return OutputMetrics(name, math.nan, math.nan, math.nan, math.nan, math.nan, False, False, failures, gain=math.nan)
 
     diff = out - ref
     max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
@@ -66,7 +102,27 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         failures.append(f"SQNR {sqnr:.2f} dB < {tolerance.min_sqnr_db} dB")
     if tolerance.max_abs_error is not None and max_abs > tolerance.max_abs_error:
         failures.append(f"max abs error {max_abs:.3g} > {tolerance.max_abs_error}")
-    return OutputMetrics(name, max_abs, mean_abs, max_rel, cosine, sqnr, True, not failures, failures, error_histogram(np.abs(diff)))
+    gain = gain_of(ref, out)
+    if tolerance.max_gain_error is not None and not abs(gain - 1.0) <= tolerance.max_gain_error:
+        failures.append(f"gain {gain:.4f} outside 1 ± {tolerance.max_gain_error}")
+    top1 = top5 = None
+    reference = np.asarray(reference)
+    if class_scores if class_scores is not None else is_class_scores(reference):
+        top1 = topk_agreement(reference, np.asarray(candidate), 1)
+        top5 = topk_agreement(reference, np.asarray(candidate), 5) if reference.shape[-1] > 5 else None
+    return OutputMetrics(name, max_abs, mean_abs, max_rel, cosine, sqnr, True, not failures, failures, error_histogram(np.abs(diff)),
+                         gain=gain, top1_agreement=top1, top5_agreement=top5)
+
+
+def _farthest_from_one(gains: list[float | None]) -> float | None:
+    known = [g for g in gains if g is not None]
+    if not known:
+        return None
+    return max(known, key=lambda g: math.inf if math.isnan(g) else abs(g - 1.0))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
 
 
 def merge(per_sample: list[OutputMetrics], tolerance: Tolerance) -> OutputMetrics:
@@ -87,4 +143,39 @@ def merge(per_sample: list[OutputMetrics], tolerance: Tolerance) -> OutputMetric
         failures=failures,
         error_histogram=[int(c) for c in np.sum([m.error_histogram for m in per_sample if m.error_histogram], axis=0)]
         if any(m.error_histogram for m in per_sample) else [],
+        gain=_farthest_from_one([m.gain for m in per_sample]),
+        top1_agreement=_mean([m.top1_agreement for m in per_sample]),
+        top5_agreement=_mean([m.top5_agreement for m in per_sample]),
     )
+
+
+def apply_checks(output: OutputMetrics, checks: dict[str, float]) -> list[dict]:
+    """Gate ``output`` on declared top-k minima ({"top1": 0.99, "top5": 0.999}); returns what ran, for the report."""
+    ran = []
+    for metric, minimum in sorted(checks.items()):
+        value = getattr(output, f"{metric}_agreement")
+        passed = value is not None and value >= minimum
+        ran.append({"output": output.name, "metric": metric, "min": minimum, "value": value, "passed": passed})
+        if not passed:
+            output.passed = False
+            output.failures.append(f"{metric} agreement {value:.4f} < {minimum}" if value is not None
+                                   else f"{metric} agreement could not be computed (the output has fewer than {5 if metric == 'top5' else 2} classes)")
+    return ran
+
+
+TOPK_METRICS = ("top1", "top5")
+
+
+def parse_check(text: str) -> tuple[str, str, float]:
+    """``--check NAME=top1:0.99`` -> (NAME, "top1", 0.99)."""
+    from edgekit.errors import OptionsError
+
+    name, sep, spec = text.rpartition("=")
+    metric, colon, value = spec.partition(":")
+    try:
+        minimum = float(value)
+    except ValueError:
+        minimum = math.nan
+    if not (sep and name and colon and metric in TOPK_METRICS and 0.0 <= minimum <= 1.0):
+        raise OptionsError(f"--check {text!r}: expected OUTPUT=top1:MIN or OUTPUT=top5:MIN with MIN in [0, 1], e.g. logits=top1:0.99")
+    return name, metric, minimum

@@ -362,7 +362,8 @@ def apply_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]], 
             raise OptionsError(
                 "this target needs static input shapes, but these inputs have dynamic dims: "
                 + ", ".join(f"{s.name} {list(s.shape)}" for s in dynamic),
-                hint=f"fix them with {example} (replace N with the size you deploy)",
+                hint=f"fix them with {example} (replace N with the size you deploy), or pass sample data "
+                "(--calib or --verify-data): edgekit takes the dims from the samples' shape",
             )
     return loaded
 

@@ -15,18 +15,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
-from edgekit.calibration import SampleSet, load_samples, random_samples
+from edgekit.calibration import SampleSet
 from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_write_text, copy_item, sha256_tree, size_of, sweep_stale, temp_folder
-from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
+from edgekit.modelio import save_model
+from edgekit.names import sanitize
+from edgekit.prepare import prepare, refuse_blocking
 from edgekit.profiles import TargetProfile, resolve_target
 from edgekit.publish import REPORT_NAME, publish
-from edgekit.reference import run_reference
 from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
@@ -34,7 +35,6 @@ from edgekit.transport.local import LocalTransport
 from edgekit.types import PRECISIONS, Artifact, BuildOptions, BuildReport, StageRecord, VerificationResult
 from edgekit.verify import verify_everywhere
 
-MAX_CALIBRATION_SAMPLES = 256
 STAGING = "publish"  # inside the work folder: the build's files before they are published
 
 
@@ -99,12 +99,6 @@ def _require_calibration(precision: str, calib: Path | None, profile: TargetProf
         )
 
 
-def _verification_samples(loaded: LoadedModel, calibration: SampleSet | None, options: BuildOptions) -> SampleSet:
-    if calibration is not None:
-        return calibration.head(min(options.max_samples, calibration.count))
-    return random_samples(loaded.inputs, options.max_samples, options.seed)
-
-
 def build(
     model: str | Path,
     target: str | Path | TargetProfile,
@@ -118,8 +112,17 @@ def build(
     transports: list[Transport] | None = None,
     progress: Progress | None = None,
     keep_work: bool = False,
+    verify_data: str | Path | None = None,
+    fix_inputs: dict[str, Any] | None = None,
+    dequantize: bool | None = None,
+    checks: dict[str, dict[str, float]] | None = None,
 ) -> BuildReport:
     """Build ``model`` for ``target`` and verify it; returns the report (also written to ``out_dir``).
+
+    ``verify_data``: verification samples apart from ``calib``; ``fix_inputs``: input name -> value frozen before
+    simplification (a number, a list, an array, or "@file.npy"); ``dequantize``: rewrite onnxruntime-only quantized
+    ops to float instead of refusing; ``checks``: output name -> {"top1": min, "top5": min}. Each also has a field
+    in ``options`` (these keywords win).
 
     Verification results never raise: check ``report.verification.status``. Bad input raises an
     :class:`~edgekit.errors.InputError`, a failing tool a :class:`~edgekit.errors.ToolError`.
@@ -128,6 +131,10 @@ def build(
     options.calib = Path(calib) if calib is not None else options.calib
     options.out_dir = Path(out_dir)
     options.input_shapes = dict(input_shapes or options.input_shapes)
+    options.verify_data = Path(verify_data) if verify_data is not None else options.verify_data
+    options.fix_inputs = {**options.fix_inputs, **(fix_inputs or {})}
+    options.dequantize = options.dequantize if dequantize is None else dequantize
+    options.checks = {**options.checks, **(checks or {})}
     run = _Run(progress or SilentProgress())
     profile = target if isinstance(target, TargetProfile) else resolve_target(target)
     asked = precision or options.precision
@@ -185,12 +192,30 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
     settings["backend_options"] = dataclasses.asdict(backend.options(profile))
     # builds made on a device are never served from the cache; one made here may depend on this machine (TensorRT)
     settings["build_host"] = None if transports else backend.build_host_identity()
+    settings.update(_real_export_settings(options))
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     try:
         return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
     except ModelError:
         return None  # unsafe external data: nothing was read for the key, and the load stage refuses the model
+
+
+def _real_export_settings(options: BuildOptions) -> dict:
+    """Cache-key entries of --verify-data, --fix-input, --dequantize and --check (files by content)."""
+    def content(path: Path | str) -> str:
+        return sha256_tree(Path(path)) if Path(path).exists() else f"missing:{path}"
+
+    settings: dict = {}
+    if options.verify_data is not None:
+        settings["verify_data"] = content(options.verify_data)
+    if options.fix_inputs:
+        settings["fix_inputs"] = {k: content(v[1:]) if isinstance(v, str) and v.startswith("@") else repr(v) for k, v in sorted(options.fix_inputs.items())}
+    if options.dequantize:
+        settings["dequantize"] = True
+    if options.checks:
+        settings["checks"] = {k: dict(sorted(v.items())) for k, v in sorted(options.checks.items())}
+    return settings
 
 
 def _restore(found: cache.Lookup, out_dir: Path, run: _Run) -> BuildReport:
@@ -245,24 +270,21 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
            run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
-        loaded = load_model(model_path)
-        loaded = apply_input_shapes(loaded, options.input_shapes, require_static=profile.static_shapes)
-        blocking = backend.blocking_ops(loaded.proto)
-        if blocking:
-            raise StageError(f"the {backend.name} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
-                             hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target")
-        calibration = load_samples(options.calib, loaded.inputs, profile.preprocessing, MAX_CALIBRATION_SAMPLES) if options.calib else None
-        samples = _verification_samples(loaded, calibration, options)
-        references = run_reference(loaded.proto, samples)
+        calibrates = options.calib is not None and backend.needs_calibration(profile, precision)
+        prepared = prepare(model_path, profile, precision, options, calibrates, lambda m: backend.blocking_ops_at(m, precision),
+                           run.progress.message)
+    loaded, calibration, samples, references = prepared.loaded, prepared.calibration, prepared.samples, prepared.references
     run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
                         {"opset": loaded.opset, "nodes": len(loaded.proto.graph.node), "bytes": loaded.file_bytes,
                          "ir_version": int(loaded.proto.ir_version), "ir_version_lowered_from": loaded.ir_version_lowered_from,
-                         "calibration_samples": calibration.count if calibration else 0}))
+                         "calibration_samples": prepared.calibration_samples, "verification_samples": samples.count,
+                         "opset_upgraded_from": prepared.opset_upgraded_from}))
 
     simplified = loaded.proto
     if options.simplify:
         with run.stage("simplify", "Simplifying the graph (onnxsim, onnxslim)"):
             result = run_simplify(loaded.proto, samples, references)
+            refuse_blocking(backend.blocking_ops_at(result.model, precision), profile, model_path)
         simplified = result.model
         run.add(StageRecord("simplify", round(result.seconds, 3), result.tool, result.tool_version,
                             {"nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
@@ -271,21 +293,27 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         run.add(StageRecord("simplify", 0.0, None, None, {"skipped": "--no-simplify"}))
 
     stem = model_path.stem
-    prepared = save_model(simplified, work_dir / f"{stem}.onnx")
-    build_host = BuildHost(transport=transports[0] if transports else None, shape_ranges=dict(options.input_shape_ranges),
-                           out_dir=options.out_dir, allow_foreign_gpu=options.allow_foreign_gpu)
-    ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
-                         profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
-                         artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
+    # converters see valid, unique names; the artifact's I/O bindings get the user's names back
+    named, names = sanitize(simplified)
+    model_file = save_model(named, work_dir / f"{stem}.onnx")
+    build_host = BuildHost(transport=transports[0] if transports else None, out_dir=options.out_dir,
+                           shape_ranges={names.tensor(k): v for k, v in options.input_shape_ranges.items()},
+                           allow_foreign_gpu=options.allow_foreign_gpu)
+    ctx = ConvertContext(model_path=model_file, model=named, inputs=names.specs(loaded.inputs), outputs=names.specs(loaded.outputs),
+                         profile=profile, precision=precision, calibration=calibration.renamed(names.tensors) if calibration else None,
+                         work_dir=work_dir, artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
                          build_host=build_host, log=run.progress.message)
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
+    artifact.inputs, artifact.outputs = names.restore(artifact.inputs), names.restore(artifact.outputs)
     for record in ctx.stages:
         run.add(record)
 
     artifact = _stage(artifact, work_dir / STAGING)
     files = [artifact.path, *artifact.extra_files]
     verifications, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transports)
+    for result in verifications:
+        result.calibration_samples = prepared.calibration_samples
     report = BuildReport(
         edgekit_version=__version__,
         target=profile.name,
@@ -306,6 +334,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         verification=primary_result(verifications),
         verifications=verifications if transports else [],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        sanitized_names=names.report(loaded.inputs, loaded.outputs),
+        **prepared.report_keys(),
     )
     return report, device_error
 
@@ -333,7 +363,7 @@ def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, 
         artifact, samples, references, profile.tolerance_for(precision), transports or [LocalTransport()],
         warmup=options.warmup_runs if options.warmup_runs is not None else profile.latency_warmup,
         runs=options.latency_runs if options.latency_runs is not None else profile.latency_runs,
-        options=backend.runner_options(artifact, profile),
+        options=backend.runner_options(artifact, profile), checks={**profile.checks, **options.checks},
     )
     primary = results[0]
     runtime, _, runtime_version = (primary.runtime or "").partition(" ")

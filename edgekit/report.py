@@ -69,6 +69,8 @@ def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
         cpu=verification.get("cpu"),
         emulator=verification.get("emulator"),
         fault=verification.get("fault"),
+        calibration_samples=verification.get("calibration_samples", 0),
+        checks=verification.get("checks", []),
     )
 
 
@@ -97,4 +99,8 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         artifact_runtime=data.get("artifact_runtime"),
         created_at=data.get("created_at", ""),
         cache=data.get("cache"),
+        fixed_inputs=data.get("fixed_inputs") or {},
+        shapes_from_data=data.get("shapes_from_data") or {},
+        dequantized=data.get("dequantized"),
+        sanitized_names=data.get("sanitized_names"),
     )

@@ -8,15 +8,15 @@ loosen its tolerances cannot loosen its own check.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import re
 from pathlib import Path
 
 from edgekit.backends import get_backend
-from edgekit.calibration import SampleSet, load_samples, random_samples
 from edgekit.errors import DeviceError, InputError
 from edgekit.fsutil import sha256_tree
-from edgekit.modelio import apply_input_shapes, load_model
+from edgekit.modelio import LoadedModel, apply_input_shapes, load_model
+from edgekit.prepare import samples_from_source
 from edgekit.profiles import override_tolerance, resolve_target
 from edgekit.reference import run_reference
 from edgekit.report import load_report, report_from_dict
@@ -24,8 +24,6 @@ from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
 from edgekit.types import Artifact, BuildReport, IOBinding
 from edgekit.verify import verify_everywhere
-
-_RANDOM = re.compile(r"^random\(seed=(-?\d+)\)$")
 
 
 def _report_path(path: Path) -> Path:
@@ -52,7 +50,9 @@ def _checked_artifact(data: dict, folder: Path) -> Artifact:
     io = data.get("io") or {}
     return Artifact(path=files[0], backend=data["backend"], precision=data["precision"], runtime=data.get("artifact_runtime") or data["backend"],
                     inputs=[IOBinding.from_dict(b) for b in io.get("inputs", [])],
-                    outputs=[IOBinding.from_dict(b) for b in io.get("outputs", [])], extra_files=files[1:])
+                    outputs=[IOBinding.from_dict(b) for b in io.get("outputs", [])], extra_files=files[1:],
+                    # what the build recorded about the artifact (e.g. the ncnn runtime options it must run with)
+                    details={k: v for stage in data.get("stages", []) for k, v in (stage.get("detail") or {}).items()})
 
 
 def _source_model(data: dict, folder: Path, model: Path | None) -> Path:
@@ -64,15 +64,27 @@ def _source_model(data: dict, folder: Path, model: Path | None) -> Path:
                      hint="pass --model PATH")
 
 
-def _samples(data: dict, loaded, profile) -> SampleSet:
-    verification = data["verification"]
-    count = int(verification.get("samples") or 8)
-    source = verification.get("input_source") or "random(seed=0)"
-    if match := _RANDOM.match(source):
-        return random_samples(loaded.inputs, count, int(match[1]))
-    if source.startswith("calibration:"):
-        return load_samples(Path(source.split(":", 1)[1]), loaded.inputs, profile.preprocessing, count)
-    raise InputError(f"the report's input_source {source!r} is not one edgekit can reproduce")
+def _as_built(loaded: LoadedModel, data: dict, path: Path) -> LoadedModel:
+    """The model as the build converted it: rewritten to float (--dequantize), inputs frozen (--fix-input), and
+    the input shapes the report records (--input-shape or from the sample data)."""
+    from edgekit import ortops
+    from edgekit.fix_inputs import apply_fixed_inputs
+    from edgekit.modelio import check_model, describe
+
+    if data.get("dequantized"):
+        proto = check_model(ortops.dequantize(loaded.proto)[0], path)
+        loaded = dataclasses.replace(loaded, proto=proto, inputs=describe(proto)[0], outputs=describe(proto)[1])
+    fixes = {name: (f["value"] if "value" in f else f["given"]) for name, f in (data.get("fixed_inputs") or {}).items()}
+    loaded, _ = apply_fixed_inputs(loaded, fixes)
+    shapes = {t["name"]: tuple(t["shape"]) for t in data.get("inputs", []) if all(isinstance(d, int) for d in t["shape"])}
+    return apply_input_shapes(loaded, {k: v for k, v in shapes.items() if any(s.name == k and not s.is_static for s in loaded.inputs)}, require_static=False)
+
+
+def _declared_checks(verification: dict) -> dict[str, dict[str, float]]:
+    checks: dict[str, dict[str, float]] = {}
+    for check in verification.get("checks") or []:
+        checks.setdefault(check["output"], {})[check["metric"]] = float(check["min"])
+    return checks
 
 
 def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None,
@@ -86,10 +98,11 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     if loaded.sha256 != data["source_model_sha256"]:
         raise InputError(f"{source}: this is not the model the artifact was built from (sha256 differs from the report)",
                          hint="pass --model with the original model")
-    shapes = {t["name"]: tuple(t["shape"]) for t in data.get("inputs", []) if all(isinstance(d, int) for d in t["shape"])}
-    loaded = apply_input_shapes(loaded, {k: v for k, v in shapes.items() if any(s.name == k and not s.is_static for s in loaded.inputs)}, require_static=False)
+    loaded = _as_built(loaded, data, source)
     profile = resolve_target(data["target"])
-    samples = _samples(data, loaded, profile)
+    verification = data["verification"]
+    samples = samples_from_source(verification.get("input_source") or "random(seed=0)", int(verification.get("samples") or 8),
+                                  loaded.inputs, profile.preprocessing)
     references = run_reference(loaded.proto, samples)
     tolerance = override_tolerance(profile.tolerance_for(data["precision"]), tolerance_overrides, data["precision"])
     backend = get_backend(data["backend"], profile)
@@ -99,8 +112,10 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     results, error = verify_everywhere(
         artifact, samples, references, tolerance, transports or [LocalTransport()],
         warmup=int(latency.get("warmup", profile.latency_warmup)), runs=int(latency.get("runs", profile.latency_runs)),
-        options=backend.runner_options(artifact, profile),
+        options=backend.runner_options(artifact, profile), checks={**_declared_checks(verification), **profile.checks},
     )
+    for result in results:
+        result.calibration_samples = int(verification.get("calibration_samples") or 0)
     from edgekit.pipeline import primary_result, write_report
 
     report = report_from_dict(data)

@@ -61,7 +61,7 @@ def simplify(model: Any, samples: SampleSet, reference: list[dict] | None = None
         except Exception as exc:  # simplifiers raise anything from protobuf to onnxruntime errors
             attempts.append(f"{tool}: failed: {tail(str(exc) or type(exc).__name__, 3)}")
             continue
-        mismatch = _mismatch(candidate, samples, reference)
+        mismatch = differs(candidate, samples, reference)
         if mismatch:
             attempts.append(f"{tool}: output differs from the original ({mismatch}); discarded")
             continue
@@ -72,7 +72,8 @@ def simplify(model: Any, samples: SampleSet, reference: list[dict] | None = None
     )
 
 
-def _mismatch(candidate: Any, samples: SampleSet, reference: list[dict]) -> str | None:
+def differs(candidate: Any, samples: SampleSet, reference: list[dict]) -> str | None:
+    """Why ``candidate`` is not equivalent to the model ``reference`` came from (on ``samples``), or None."""
     try:
         outputs = run_reference(candidate, samples)
     except Exception as exc:

@@ -50,6 +50,10 @@ class BuildOptions:
     seed: int = 0
     use_cache: bool = True
     allow_foreign_gpu: bool = False  # TensorRT: build here even if this GPU is not the target's
+    verify_data: Path | None = None  # --verify-data: verification samples apart from --calib
+    fix_inputs: dict[str, Any] = field(default_factory=dict)  # --fix-input NAME=VALUE (over the profile's [fix_inputs])
+    dequantize: bool = False  # --dequantize: rewrite onnxruntime-only quantized ops to float instead of refusing
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)  # --check NAME=top1:0.99 (over the profile's [checks])
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class IOBinding:
     artifact_name: str
     perm: tuple[int, ...] | None = None
     squeeze_batch: bool = False
+    #: the artifact tensor's shape when it differs from the ONNX one only by size-1 dims (onnx2tf makes a scalar [1])
+    artifact_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,16 +77,18 @@ class IOBinding:
             "artifact_name": self.artifact_name,
             "perm": list(self.perm) if self.perm is not None else None,
             "squeeze_batch": self.squeeze_batch,
+            "artifact_shape": list(self.artifact_shape) if self.artifact_shape is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IOBinding:
-        perm = data.get("perm")
+        perm, shape = data.get("perm"), data.get("artifact_shape")
         return cls(
             onnx_name=data["onnx_name"],
             artifact_name=data["artifact_name"],
             perm=tuple(perm) if perm is not None else None,
             squeeze_batch=bool(data.get("squeeze_batch", False)),
+            artifact_shape=tuple(shape) if shape is not None else None,
         )
 
 
@@ -123,6 +131,11 @@ class OutputMetrics:
     failures: list[str] = field(default_factory=list)
     # counts of |error| per bin; edges in edgekit.metrics.HISTOGRAM_EDGES (plus under/overflow bins)
     error_histogram: list[int] = field(default_factory=list)
+    #: least-squares scale <artifact, reference> / <reference, reference>; over samples, the one farthest from 1
+    gain: float | None = None
+    #: class-score outputs: fraction of rows (samples x positions) whose top class / top-5 set agree with the reference
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,7 +164,7 @@ class VerificationResult:
     reason: str | None = None
     device: str | None = None
     samples: int = 0
-    input_source: str | None = None  # "calibration" or "random(seed=N)"
+    input_source: str | None = None  # "random(seed=N)", "calibration:PATH", "held-out:PATH[a:b]", "verify-data:PATH"
     tolerances: dict[str, float] = field(default_factory=dict)
     outputs: list[OutputMetrics] = field(default_factory=list)
     latency_ms: LatencyStats | None = None
@@ -160,6 +173,8 @@ class VerificationResult:
     emulator: dict[str, Any] | None = None  # {arch, cpu, qemu, python, created_at, lock_sha256} of the emulator used
     # why verification could not run on a device: {"kind", "exit_code", "message"} (None: no device fault)
     fault: dict[str, Any] | None = None
+    calibration_samples: int = 0  # how many samples calibration used (none of them is among the verification samples)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # declared top-k checks that ran: output, metric, min, value, passed
 
     @classmethod
     def skipped(cls, reason: str, where: Literal["host", "device", "emulated"] = "host", **extra: Any) -> VerificationResult:
@@ -181,6 +196,8 @@ class VerificationResult:
             "cpu": self.cpu,
             "emulator": self.emulator,
             "fault": self.fault,
+            "calibration_samples": self.calibration_samples,
+            "checks": self.checks,
         }
 
 
@@ -206,6 +223,11 @@ class BuildReport:
     artifact_runtime: str | None = None
     created_at: str = ""
     cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
+    #: what edgekit changed in the model before converting it, so the user never edits it by hand
+    fixed_inputs: dict[str, Any] = field(default_factory=dict)  # --fix-input: name -> {value|sha256, dtype, shape, given}
+    shapes_from_data: dict[str, list[int]] = field(default_factory=dict)  # dynamic dims fixed from the sample data's shape
+    dequantized: dict[str, Any] | None = None  # --dequantize: ops rewritten to float and the check against onnxruntime
+    sanitized_names: dict[str, Any] | None = None  # names rewritten for the converters (io: user's name -> model's)
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -234,4 +256,8 @@ class BuildReport:
             "verification": self.verification.to_dict(),
             "verifications": [v.to_dict() for v in self.verifications],
             "cache": self.cache,
+            "fixed_inputs": self.fixed_inputs,
+            "shapes_from_data": self.shapes_from_data,
+            "dequantized": self.dequantized,
+            "sanitized_names": self.sanitized_names,
         }

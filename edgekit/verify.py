@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.calibration import SampleSet
 from edgekit.errors import DeviceError, DeviceStalled, script_error
-from edgekit.metrics import compare, merge
+from edgekit.metrics import apply_checks, compare, merge
 from edgekit.profiles import Tolerance
 from edgekit.remote.bundle import BUNDLE_NAME, write_bundle
 from edgekit.remote.protocol import EXIT_MISSING
@@ -24,6 +24,8 @@ def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
         array = array.transpose(binding.perm)
     if binding.squeeze_batch:
         array = array[0]
+    if binding.artifact_shape is not None and array.shape != binding.artifact_shape:
+        array = array.reshape(binding.artifact_shape)  # sizes agree: only size-1 dims differ
     return np.ascontiguousarray(array)
 
 
@@ -66,8 +68,10 @@ def verify_artifact(
     warmup: int,
     runs: int,
     options: dict | None = None,
+    checks: dict[str, dict[str, float]] | None = None,
 ) -> VerificationResult:
-    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
+    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``.
+    ``checks``: declared top-k minima per output name ({"logits": {"top1": 0.99}})."""
     where = transport.where
     base = {"where": where, "device": transport.device_name, "samples": samples.count,
             "input_source": samples.source, "tolerances": tolerance.to_dict(), **transport.report_fields()}
@@ -128,17 +132,21 @@ def verify_artifact(
         except (ValueError, OSError) as exc:
             raise DeviceError(f"the runner's results could not be read back: {exc}") from None
 
-    outputs = []
+    outputs, ran = [], []
+    checks = checks or {}
     for k, binding in enumerate(artifact.outputs):
         per_sample = []
+        declared = checks.get(binding.onnx_name)
         for s, reference in enumerate(references):
             expected = reference[binding.onnx_name]
             key = f"s{s}_o{k}"
             if key not in produced:
                 raise DeviceError(f"the runner returned no value for output '{binding.onnx_name}' (sample {s})")
             got = from_artifact_layout(produced[key], binding, expected.shape)
-            per_sample.append(compare(binding.onnx_name, expected, got, tolerance))
+            per_sample.append(compare(binding.onnx_name, expected, got, tolerance, class_scores=True if declared else None))
         outputs.append(merge(per_sample, tolerance))
+        if declared:
+            ran += apply_checks(outputs[-1], declared)
     status = "passed" if outputs and all(o.passed for o in outputs) else "failed"  # nothing compared is never a pass
     reason = None if status == "passed" else ("; ".join(f"{o.name}: {', '.join(o.failures)}" for o in outputs if not o.passed)
                                               or "no outputs were compared")
@@ -153,7 +161,7 @@ def verify_artifact(
     environment.update(timings.get("environment_extra") or {})  # e.g. TensorRT: GPU, memory, timer used
     environment.update(transport.facts)  # e.g. a device's boot id, whether it rebooted, how files travelled
     return VerificationResult(status=status, runtime=runtime_label, reason=reason, outputs=outputs,
-                              latency_ms=latency, environment=environment, **base)
+                              latency_ms=latency, environment=environment, checks=ran, **base)
 
 
 def verify_everywhere(
@@ -166,6 +174,7 @@ def verify_everywhere(
     warmup: int,
     runs: int,
     options: dict | None = None,
+    checks: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[VerificationResult], DeviceError | None]:
     """Verify on each transport, devices concurrently; one result per transport, in order.
 
@@ -178,7 +187,8 @@ def verify_everywhere(
 
     def one(transport: Transport) -> tuple[VerificationResult, DeviceError | None]:
         try:
-            return verify_artifact(artifact, samples, references, tolerance, transport, warmup=warmup, runs=runs, options=options), None
+            return verify_artifact(artifact, samples, references, tolerance, transport, warmup=warmup, runs=runs, options=options,
+                                   checks=checks), None
         except DeviceError as exc:
             skipped = VerificationResult.skipped(f"verification could not run: {exc.message}", where=transport.where,
                                                  device=transport.device_name, samples=samples.count, input_source=samples.source,

@@ -146,6 +146,15 @@ def test_already_int8_and_unwalkable_layers_are_refused():
     int8 = read_param("7767517\n1 2\nConvolution c 1 1 a b 0=1 1=1 6=1 8=2\n")
     with pytest.raises(NcnnFormatError, match="already int8"):
         split_weights(int8, struct.pack("<I", TAG_INT8) + b"\1\0\0\0")
-    lstm = read_param("7767517\n1 2\nLSTM l 1 1 a b 0=4 1=16\n")
-    with pytest.raises(NcnnFormatError, match="does not walk the weights of ncnn LSTM"):
-        split_weights(lstm, _fp32_blob([0.0] * 16))
+    attention = read_param("7767517\n1 2\nMultiHeadAttention m 1 1 a b 0=4 1=1 2=16\n")
+    with pytest.raises(NcnnFormatError, match="does not walk the weights of ncnn MultiHeadAttention"):
+        split_weights(attention, _fp32_blob([0.0] * 16))
+
+
+def test_recurrent_layer_weights_are_walked():
+    """lstm.cpp load_model: W_xc [dirs, 4*hidden, input], bias [dirs, 4, hidden], W_hc [dirs, 4*hidden, hidden], tagged."""
+    lstm = read_param("7767517\n1 2\nLSTM l 1 1 a b 0=4 1=96 2=2\n")  # hidden 4, input 3, bidirectional: 1 = 3*4*4*2
+    blobs = split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 128))["l"]
+    assert [(b.label, len(b.values)) for b in blobs] == [("weight_xc", 96), ("bias_c", 32), ("weight_hc", 128)]
+    with pytest.raises(NcnnFormatError, match="account for"):
+        split_weights(lstm, _fp32_blob([1.0] * 96) + _fp32_blob([2.0] * 32) + _fp32_blob([3.0] * 129))

@@ -19,7 +19,7 @@ INT8 = DEFAULT_TOLERANCES["int8"]
 def _samples(model, count=16, scale=1.0, seed=7) -> SampleSet:
     loaded = load_model(model)
     rng = np.random.default_rng(seed)
-    return SampleSet({s.name: (scale * rng.standard_normal((count, *s.shape[1:]))).astype(np.float32) for s in loaded.inputs}, "test")
+    return SampleSet({s.name: (scale * rng.standard_normal((count, *s.shape))).astype(np.float32) for s in loaded.inputs}, "test")
 
 
 @pytest.mark.parametrize("name", ["cnn", "superres", "transformer"])
@@ -75,7 +75,7 @@ def test_model_without_quantizable_ops_is_refused(tmp_path):
     model.ir_version = 8
     path = tmp_path / "relu.onnx"
     onnx.save(model, str(path))
-    samples = SampleSet({"x": np.ones((4, 4), np.float32)}, "test")
+    samples = SampleSet({"x": np.ones((4, 1, 4), np.float32)}, "test")
     with pytest.raises(StageError, match="none of the op types Conv, ConvTranspose, Gemm, MatMul"):
         quantize_qdq(path, samples, tmp_path / "relu.qdq.onnx")
 

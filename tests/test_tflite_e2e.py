@@ -33,7 +33,7 @@ def test_build_and_verify(model_fixture, precision, request, tmp_path):
     assert report.verification.latency_ms.runs > 0 and report.verification.latency_ms.p50 > 0
     on_disk = json.loads((out / "edgekit-report.json").read_text())
     assert on_disk["artifact_sha256"] == report.artifact_sha256 and on_disk["precision"] == precision
-    assert on_disk["verification"]["input_source"].startswith("calibration:" if calib else "random(")
+    assert on_disk["verification"]["input_source"].startswith("held-out:" if calib else "random(")
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "work files left behind"
 
 

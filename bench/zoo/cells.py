@@ -1,10 +1,9 @@
 """One zoo cell = one model built for one target at one precision by the real CLI in a subprocess,
 classified from its exit code, its JSON report and its stderr.
 
-int8 cells are calibrated on ``calib.npz``; the CLI then verifies on the head of that same set, which flatters
-int8, so the cell's verdict comes from a second check on the held-out ``verify.npz``: ``edgekit verify`` on a copy
-of the build whose report names verify.npz as its input source. Every other precision is verified by the build
-itself on verify.npz (calibration data plays no part in fp32/fp16 builds).
+Every cell is verified by the build itself on the held-out ``verify.npz`` (``--verify-data``); int8 cells calibrate
+on ``calib.npz`` (``--calib``), so int8 is never judged on its calibration samples. Inputs with dynamic dims take
+them from the sample data (edgekit does that itself; the report's ``shapes_from_data`` says which).
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ class Outcome:
     cache: bool = False
     stages: dict[str, float] = field(default_factory=dict)
     outputs: list[dict] = field(default_factory=list)
-    in_sample: dict | None = None  # int8 only: what the build's own (in-sample) verification said
     intermediate: dict | None = None  # Core ML: the PyTorch step's check against onnxruntime (the .mlpackage runs only on Apple systems)
     command: list[str] = field(default_factory=list)
     stderr_tail: str = ""
@@ -145,26 +143,9 @@ def _failures(outputs: list[dict]) -> str:
 
 
 def build_command(prepared: Prepared, cell: Cell, out: Path) -> list[str]:
-    data = prepared.calib if cell.precision == "int8" else prepared.verify
-    command = [sys.executable, "-m", "edgekit.cli", "build", str(prepared.onnx), "--target", cell.target, "--precision", cell.precision,
-               "--calib", str(data), "--samples", str(VERIFICATION), *LATENCY, "--no-cache", "--json", "-o", str(out)]
-    for name, dims in dynamic_input_shapes(prepared).items():
-        command += ["--input-shape", f"{name}={'x'.join(str(d) for d in dims)}"]
-    return command
-
-
-def dynamic_input_shapes(prepared: Prepared) -> dict[str, tuple[int, ...]]:
-    """--input-shape for inputs whose declared dims are symbolic, taken from the sample data's shape."""
-    import onnx
-
-    model = onnx.load(str(prepared.onnx), load_external_data=False)
-    shapes = {}
-    for value in model.graph.input:
-        if value.name == prepared.model.input_name:
-            dims = value.type.tensor_type.shape.dim
-            if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
-                shapes[value.name] = prepared.model.input_shape
-    return shapes
+    calib = ["--calib", str(prepared.calib)] if cell.precision == "int8" else []
+    return [sys.executable, "-m", "edgekit.cli", "build", str(prepared.onnx), "--target", cell.target, "--precision", cell.precision,
+            *calib, "--verify-data", str(prepared.verify), "--samples", str(VERIFICATION), *LATENCY, "--no-cache", "--json", "-o", str(out)]
 
 
 def classify(model: str, cell: Cell, code: int | None, stdout: str, stderr: str, seconds: float, command: list[str]) -> Outcome:
@@ -237,43 +218,10 @@ def refresh_detail(row: dict) -> dict:
     return {**row, "detail": summary if summary.startswith(f"{stage}:") else f"{stage}: {summary}"}
 
 
-def heldout_check(outcome: Outcome, prepared: Prepared, out: Path, timeout: float) -> Outcome:
-    """Re-verify an int8 build on verify.npz with `edgekit verify` (a copy of the build, its report's input
-    source pointed at the held-out file); the held-out result becomes the cell's verdict."""
-    if outcome.status not in (PASS, FAILED):
-        return outcome
-    copy = out.parent / f"{out.name}-heldout"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".edgekit-work-*"))
-    report_path = copy / "edgekit-report.json"
-    report = json.loads(report_path.read_text())
-    report["verification"]["input_source"] = f"calibration:{prepared.verify}"
-    report["verification"]["samples"] = VERIFICATION
-    report_path.write_text(json.dumps(report, indent=2))
-    command = [sys.executable, "-m", "edgekit.cli", "verify", str(copy), "--model", str(prepared.onnx), "--json"]
-    code, stdout, stderr, seconds = _run(command, timeout, out.parent)
-    outcome.in_sample = {"status": outcome.status, "worst_sqnr_db": outcome.worst_sqnr_db, "worst_output": outcome.worst_output,
-                         "detail": outcome.detail, "outputs": outcome.outputs}
-    checked = classify(outcome.model, Cell(outcome.target, outcome.precision), code, stdout, stderr, seconds, command)
-    if checked.status not in (PASS, FAILED):
-        outcome.status, outcome.detail = checked.status, f"held-out re-verification: {checked.detail}"
-        return outcome
-    outcome.status, outcome.detail, outcome.outputs = checked.status, checked.detail, checked.outputs
-    outcome.worst_sqnr_db, outcome.worst_output = checked.worst_sqnr_db, checked.worst_output
-    verified_on = json.loads(stdout)["verification"].get("input_source", "")
-    if not verified_on.endswith(str(prepared.verify)):
-        raise RuntimeError(f"held-out check verified on {verified_on!r}, not {prepared.verify}")
-    return outcome
-
-
 def run_cell(prepared: Prepared, cell: Cell, work: Path, timeout: float) -> Outcome:
     out = work / prepared.model.name / f"{cell.target}-{cell.precision}"
     shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(out.parent / f"{out.name}-heldout", ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = build_command(prepared, cell, out)
     code, stdout, stderr, seconds = _run(command, timeout, out.parent)
-    outcome = classify(prepared.model.name, cell, code, stdout, stderr, seconds, command)
-    if cell.precision == "int8":
-        outcome = heldout_check(outcome, prepared, out, timeout)
-    return outcome
+    return classify(prepared.model.name, cell, code, stdout, stderr, seconds, command)

@@ -113,6 +113,10 @@ class Backend(ABC):
                 found.setdefault(node.op_type, []).append(node.name or "<unnamed>")
         return [f"{op} ({', '.join(names[:5])}{'...' if len(names) > 5 else ''}): {self.unsupported_ops[op]}" for op, names in found.items()]
 
+    def blocking_ops_at(self, model: Any, precision: str) -> list[str]:
+        """:meth:`blocking_ops` for one precision: a backend adds ops it can convert but not at ``precision``."""
+        return self.blocking_ops(model)
+
     def float_only_layers(self, model: Any, precision: str) -> dict[str, str]:
         """ONNX nodes this backend cannot build at ``precision`` and keeps in float by itself (node name -> why)."""
         return {}

@@ -24,6 +24,12 @@ from edgekit.types import PRECISIONS
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz, a folder of them, or a folder of images. Required for int8.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("edgekit-out"), show_default=True, help="Output folder for the artifact and edgekit-report.json.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS", help="Fix an input's shape, e.g. image=1x3x224x224. Repeatable. TensorRT targets also take a range NAME=MIN:OPT:MAX (verified at OPT).")
+@click.option("--verify-data", type=click.Path(path_type=Path), help="Verification samples apart from --calib (same formats). Without it, int8 holds out the last 20% of --calib.")
+@click.option("--fix-input", "fix_inputs", multiple=True, metavar="NAME=VALUE",
+              help="Freeze an input to a constant before simplification (e.g. sr=16000; a list 1,0,1; or @values.npy). Repeatable.")
+@click.option("--dequantize", is_flag=True, help="Rewrite onnxruntime-only quantized ops (ConvInteger, MatMulInteger, DynamicQuantizeLSTM, ...) to float instead of refusing the model.")
+@click.option("--check", "checks", multiple=True, metavar="OUTPUT=top1:MIN",
+              help="Gate verification on top-1/top-5 agreement of a class-score output, e.g. logits=top1:0.99. Repeatable.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")
 @click.option("--no-verify", is_flag=True, help="Skip verification (the report says 'skipped').")
 @click.option("--samples", type=click.IntRange(1, 1000), default=8, show_default=True, help="Verification samples (taken from --calib when given, else seeded random).")
@@ -40,6 +46,7 @@ from edgekit.types import PRECISIONS
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
+          verify_data: Path | None, fix_inputs: tuple[str, ...], dequantize: bool, checks: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
           devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, allow_foreign_gpu: bool, as_json: bool,
           quiet: bool) -> None:
@@ -49,12 +56,17 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error (7 unreachable,
     8 authentication refused, 9 connection lost, 10 stalled, 11 a file arrived corrupted twice).
     """
+    from edgekit.fix_inputs import parse_fix_input
+    from edgekit.metrics import parse_check
     from edgekit.modelio import parse_input_shapes
     from edgekit.pipeline import build as run_build
     from edgekit.types import BuildOptions
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
-                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache, allow_foreign_gpu=allow_foreign_gpu)
+                           latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache, allow_foreign_gpu=allow_foreign_gpu,
+                           verify_data=verify_data, fix_inputs=dict(parse_fix_input(text) for text in fix_inputs), dequantize=dequantize)
+    for name, metric, minimum in (parse_check(text) for text in checks):
+        options.checks.setdefault(name, {})[metric] = minimum
     shapes, options.input_shape_ranges = parse_input_shapes(input_shapes)
     transports, device_list = device_transports(devices, keep_remote)
     targets = _target_for(targets, device_list)

@@ -99,14 +99,23 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
 
     out = console(stderr=False)
     verification = report["verification"]
-    table = _table("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "result",
+    table = _table("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "gain", "result",
                    title=f"{Path(report['source_model']).name} → {report['target']} ({report['backend']}, {report['precision']})",
-                   right=("max abs err", "mean abs err", "cosine", "SQNR dB"))
+                   right=("max abs err", "mean abs err", "cosine", "SQNR dB", "gain"))
     for output in verification["outputs"]:
         result = "[green]pass[/]" if output["passed"] else "[red]FAIL[/]"
-        table.add_row(output["name"], fmt(output["max_abs_error"]), fmt(output["mean_abs_error"]), fmt(output["cosine"], 6), fmt(output["sqnr_db"]), result)
+        gain = fmt(output["gain"], 4) if output.get("gain") is not None else "-"
+        table.add_row(output["name"], fmt(output["max_abs_error"]), fmt(output["mean_abs_error"]), fmt(output["cosine"], 6), fmt(output["sqnr_db"]), gain, result)
     if verification["outputs"]:
         out.print(table)
+    if verification.get("samples"):
+        calibrated = verification.get("calibration_samples") or 0
+        out.print(f"samples      {verification['samples']} from {escape(str(verification.get('input_source')))}"
+                  + (f" (calibrated on {calibrated} others)" if calibrated else ""), soft_wrap=True)
+    for check in verification.get("checks") or []:
+        value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
+        out.print(f"check        {escape(check['output'])} {check['metric']} agreement {value} (min {check['min']}): "
+                  + ("[green]pass[/]" if check["passed"] else "[red]FAIL[/]"))
     status = verification["status"]
     out.print(f"artifact     {report['artifact']}  ({report['artifact_bytes'] / 1024:.1f} KiB)")
     out.print(f"verification [{STATUS_COLOURS[status]}]{status}[/] on {place_label(verification)}"
@@ -216,6 +225,8 @@ def print_inspection(info: dict[str, Any], target: str | None) -> None:
     for op, count in info["ops"].items():
         ops.add_row(op, str(count))
     out.print(ops)
+    for op, nodes in (info.get("onnxruntime_only_ops") or {}).items():  # every build refuses these (--dequantize rewrites some)
+        out.print(f"[red]only onnxruntime runs[/] {op} ({len(nodes)} nodes: {', '.join(nodes[:4])}{', ...' if len(nodes) > 4 else ''})")
     if not target:
         return
     if info["unsupported"]:

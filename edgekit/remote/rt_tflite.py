@@ -10,18 +10,29 @@ CANDIDATES = [
 
 
 class Model:
+    """Runs through the SignatureDef when the file has one; files without one (onnx2tf writes some) run through
+    the interpreter's input/output tensors, matched to the requested names by name where they agree, else by order."""
+
     def __init__(self, artifact, options):
         interpreter_class, label = require_runtime("tflite", CANDIDATES, "a TFLite runtime")
         self.runtime = label
         self.runtime_version = module_version(label.split(".")[0])
+        self.signature = None
         try:
             self.interpreter = interpreter_class(model_path=artifact, num_threads=int(options.get("num_threads", 4)))
             self.interpreter.allocate_tensors()
-            self.signature = self.interpreter.get_signature_runner()
+            if self.interpreter.get_signature_list():
+                self.signature = self.interpreter.get_signature_runner()
         except Exception as exc:
             raise RemoteError("load_failed", "TFLite could not load %s: %s" % (artifact, exc), EXIT_LOAD_FAILED)
-        self.input_details = self.signature.get_input_details()
-        self.output_details = self.signature.get_output_details()
+        if self.signature is not None:
+            self.io_mode = "signature"
+            self.input_details = self.signature.get_input_details()
+            self.output_details = self.signature.get_output_details()
+        else:
+            self.input_details = _by_name(self.interpreter.get_input_details(), options.get("input_names", []))
+            self.output_details = _by_name(self.interpreter.get_output_details(), options.get("output_names", []))
+            self.io_mode = "tensor_details"
 
     @staticmethod
     def _quantize(array, details):
@@ -46,6 +57,27 @@ class Model:
         return array
 
     def run(self, feed):
-        fed = {name: self._quantize(value, self.input_details[name]) for name, value in feed.items()}
-        result = self.signature(**fed)
-        return {name: self._dequantize(value, self.output_details[name]) for name, value in result.items()}
+        fed = dict((name, self._quantize(value, self.input_details[name])) for name, value in feed.items())
+        if self.signature is not None:
+            result = self.signature(**fed)
+        else:
+            for name, value in fed.items():
+                self.interpreter.set_tensor(self.input_details[name]["index"], value)
+            self.interpreter.invoke()
+            result = dict((name, self.interpreter.get_tensor(d["index"])) for name, d in self.output_details.items())
+        return dict((name, self._dequantize(value, self.output_details[name])) for name, value in result.items())
+
+    def environment(self):
+        return {"tflite_io": self.io_mode}
+
+
+def _by_name(details, wanted):
+    """Tensor details keyed by the names the caller uses: the tensor's own name when it is one of them,
+    else the wanted names in order (a file without a SignatureDef lists its I/O tensors in graph order)."""
+    names = [d["name"] for d in details]
+    if not wanted or set(wanted) <= set(names):
+        return dict((d["name"], d) for d in details)
+    if len(wanted) != len(details):
+        raise RemoteError("load_failed", "the TFLite file has no SignatureDef and %d I/O tensors (%s), but %d were asked for (%s)"
+                          % (len(details), ", ".join(names), len(wanted), ", ".join(wanted)), EXIT_LOAD_FAILED)
+    return dict(zip(wanted, details))

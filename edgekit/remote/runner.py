@@ -104,6 +104,7 @@ def command_run(args):
         io = json.load(handle)
     options = dict(io.get("options", {}))
     options.setdefault("output_names", io["outputs"])
+    options.setdefault("input_names", io["inputs"])
     model = load_model(io["runtime"], args.artifact, options)
     with np.load(args.inputs, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}

@@ -27,8 +27,10 @@ import numpy as np
 from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
+from edgekit.backends.ncnn.onnx_fixes import pnnx_ready_recurrent
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
+from edgekit.modelio import save_model
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
@@ -108,6 +110,16 @@ class NcnnBackend(Backend):
             raise MissingDependency("the pnnx package is installed but its pnnx executable was not found", hint="pip install --force-reinstall pnnx")
         return versions
 
+    def blocking_ops(self, model: Any) -> list[str]:
+        found = super().blocking_ops(model)
+        for nodes, what in ((_strided_slices(model), "Slice with steps other than 1 ({}): ncnn has no strided slice; pnnx writes "
+                                                    "Tensor.slice, which the ncnn runtime does not implement"),
+                            (_asymmetric_average_pools(model), "AveragePool with unequal begin/end pads ({}): pnnx leaves it as an "
+                                                               "AveragePool layer, which the ncnn runtime does not implement")):
+            if nodes:
+                found.append(what.format(", ".join(nodes[:5]) + ("..." if len(nodes) > 5 else "")))
+        return found
+
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         options = self.options(profile)
         # a re-verified artifact has no build details: the same options again, never ncnn's defaults
@@ -155,9 +167,13 @@ class NcnnBackend(Backend):
         folder = ctx.work_dir / "pnnx"
         folder.mkdir(exist_ok=True)
         model = folder / "model.onnx"
-        _link_or_copy(ctx.model_path, model)
-        for external in ctx.model_path.parent.glob(ctx.model_path.name + ".data"):
-            _link_or_copy(external, folder / external.name)
+        fixed, rewritten = pnnx_ready_recurrent(ctx.model)
+        if rewritten:
+            save_model(fixed, model)
+        else:
+            _link_or_copy(ctx.model_path, model)
+            for external in ctx.model_path.parent.glob(ctx.model_path.name + ".data"):
+                _link_or_copy(external, folder / external.name)
         stem = ctx.artifact_stem
         param, weights = ctx.work_dir / f"{stem}.ncnn.param", ctx.work_dir / f"{stem}.ncnn.bin"
         shapes = ",".join(_shape_arg(spec) for spec in ctx.inputs)
@@ -171,7 +187,7 @@ class NcnnBackend(Backend):
                 raise StageError(f"convert: pnnx exited cleanly but did not write {path.name}",
                                  hint=f"see {folder / 'pnnx.log'} (kept with --keep-work)")
         ctx.record("convert", started, "pnnx", version, inputshape=shapes, fp16_weights=fp16_weights,
-                   ncnn_options=self._ncnn_options(ctx.precision, ctx.options))
+                   ncnn_options=self._ncnn_options(ctx.precision, ctx.options), recurrent_rewritten=rewritten)
         return param, weights
 
     def _check_loadable(self, ctx: ConvertContext, param: Path, weights: Path) -> None:
@@ -200,8 +216,8 @@ class NcnnBackend(Backend):
         started = time.perf_counter()
         calib = ctx.work_dir / "calibration_ncnn.npz"
         samples = ctx.calibration
-        # inputs have batch 1, so each row of the sample set is one sample in ncnn's layout
-        np.savez(calib, **{f"i{k}": samples.arrays[spec.name] for k, spec in enumerate(ctx.inputs)})
+        # inputs have batch 1 (checked in convert) and ncnn Mats have no batch dim: drop it from every sample
+        np.savez(calib, **{f"i{k}": np.stack([samples.sample(i)[spec.name][0] for i in range(samples.count)]) for k, spec in enumerate(ctx.inputs)})
         stem = ctx.artifact_stem
         out_param, out_bin, table = (ctx.work_dir / f"{stem}.int8.param", ctx.work_dir / f"{stem}.int8.bin", ctx.work_dir / f"{stem}.table")
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")
@@ -219,6 +235,31 @@ class NcnnBackend(Backend):
                    calibration_samples=summary["samples"], method="kl", quantized_layers=len(summary["quantized"]),
                    float_layers_with_weights=len(summary["kept_float"]))
         return final_param, final_bin, table, summary
+
+
+def _strided_slices(model: Any) -> list[str]:
+    """Slice nodes whose constant ``steps`` input has a step other than 1 (YOLOX's Focus stem: x[..., ::2, ::2])."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    found = []
+    for node in model.graph.node:
+        if node.op_type == "Slice" and len(node.input) > 4 and node.input[4] in constants:
+            steps = numpy_helper.to_array(constants[node.input[4]])
+            if np.any(np.abs(steps) != 1):
+                found.append(node.name or "<unnamed>")
+    return found
+
+
+def _asymmetric_average_pools(model: Any) -> list[str]:
+    """AveragePool nodes whose pads differ at the begin and end of an axis (Inception v1's last pool: pads 0, 0, 1, 1)."""
+    found = []
+    for node in model.graph.node:
+        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+        if node.op_type == "AveragePool" and pads and pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
+            found.append(node.name or "<unnamed>")
+    return found
 
 
 def _check_inputs(inputs: list[TensorSpec]) -> None:

@@ -132,9 +132,27 @@ def weight_layout(layer: Layer) -> list[tuple[str, int, int]]:
         w, h, d, c = g(0), g(1), g(11), g(2)
         dims = [w, h, d, c] if d else [w, h, c] if c else [w, h] if h else [w] if w else []
         return [("data", int(np.prod(dims)), g(21, 1))] if dims else []
-    if t in ("LSTM", "GRU", "RNN", "MultiHeadAttention", "DeformableConv2D"):
+    if t in ("LSTM", "GRU", "RNN"):
+        return _recurrent_layout(layer)
+    if t in ("MultiHeadAttention", "DeformableConv2D"):
         raise NcnnFormatError(f"layer {layer.name}: edgekit does not walk the weights of ncnn {t} layers")
     return []
+
+
+def _recurrent_layout(layer: Layer) -> list[tuple[str, int, int]]:
+    """ncnn's lstm.cpp/gru.cpp/rnn.cpp load_model: W_xc, bias, W_hc (and LSTM's projection W_hr), all tagged."""
+    g = layer.get_int
+    if g(8) != 0:
+        raise NcnnFormatError(f"layer {layer.name} is already int8 (8={g(8)})")
+    outputs, directions = g(0), 2 if g(2) == 2 else 1
+    hidden = g(3, outputs) if layer.type == "LSTM" else outputs
+    gates, bias_rows = {"LSTM": (4, 4), "GRU": (3, 4), "RNN": (1, 1)}[layer.type]
+    size = g(1) // directions // hidden // gates
+    blobs = [("weight_xc", size * hidden * gates * directions, TAGGED), ("bias_c", hidden * bias_rows * directions, TAGGED),
+             ("weight_hc", outputs * hidden * gates * directions, TAGGED)]
+    if layer.type == "LSTM" and outputs != hidden:
+        blobs.append(("weight_hr", hidden * outputs * directions, TAGGED))
+    return blobs
 
 
 @dataclass

@@ -9,6 +9,7 @@ as they are (``-kat``), so token/sequence models keep their ONNX shape.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ class TFLiteBackend(Backend):
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": self.options(profile).num_threads}
 
+    def blocking_ops_at(self, model: Any, precision: str) -> list[str]:
+        found = self.blocking_ops(model)
+        recurrent = [n.name or "<unnamed>" for n in model.graph.node if n.op_type in RECURRENT_OPS] if precision == "int8" else []
+        if recurrent:
+            found.append(f"LSTM/GRU/RNN at int8 ({', '.join(recurrent[:5])}): TensorFlow's int8 calibrator crashes (SIGSEGV) on "
+                         "recurrent layers; build them with --precision dynamic (int8 weights, float activations) or fp16")
+        return found
+
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
@@ -75,6 +84,8 @@ class TFLiteBackend(Backend):
         signature = self._signature(target, ctx.work_dir)
         inputs = self._input_bindings(ctx.inputs, signature)
         outputs = self._output_bindings(ctx.outputs, signature)
+        # the report says where the artifact's I/O came from: its SignatureDef, or tensor details matched by name/order
+        ctx.stages[-1].detail["tflite_io"] = {"source": signature.get("source", "signature"), "matched": sorted(signature.pop("matched", set()))}
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=inputs, outputs=outputs,
                         details={"int8_io": int8_io if ctx.precision == "int8" else "float",
@@ -84,7 +95,8 @@ class TFLiteBackend(Backend):
         started = time.perf_counter()
         self._write_onnx2tf_sample(ctx)
         out = ctx.work_dir / "onnx2tf"
-        argv = [sys.executable, "-m", "onnx2tf", "-i", str(ctx.model_path), "-o", str(out), "-osd", "-coion", "-n"]
+        source, edged = self._onnx2tf_input(ctx)
+        argv = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
@@ -95,8 +107,20 @@ class TFLiteBackend(Backend):
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
-        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4])
+        ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
+                   max_pools_edge_padded=edged)
         return out, files
+
+    @staticmethod
+    def _onnx2tf_input(ctx: ConvertContext) -> tuple[Path, list[str]]:
+        """The model onnx2tf converts: for int8, padded MaxPools read edge-replicated input (see onnx_fixes)."""
+        if ctx.precision != "int8":
+            return ctx.model_path, []
+        from edgekit.backends.tflite.onnx_fixes import max_pool_edges
+        from edgekit.modelio import save_model
+
+        model, edged = max_pool_edges(ctx.model)
+        return (save_model(model, ctx.work_dir / "edged" / ctx.model_path.name), edged) if edged else (ctx.model_path, [])
 
     @staticmethod
     def _write_onnx2tf_sample(ctx: ConvertContext) -> None:
@@ -111,10 +135,14 @@ class TFLiteBackend(Backend):
         if ctx.precision == "int8":
             if ctx.calibration is None:
                 raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
-            calib = {b.artifact_name: np.ascontiguousarray(ctx.calibration.arrays[b.onnx_name].transpose(b.perm) if b.perm else ctx.calibration.arrays[b.onnx_name]) for b in inputs}
-            np.savez(ctx.work_dir / "calibration_tf.npz", **calib)
-            argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz"), "--batch", str(ctx.calibration.batch)]
+            from edgekit.verify import to_artifact_layout
+
+            # [N, *artifact shape], laid out exactly as verification feeds it: one sample per representative-dataset step
             samples = ctx.calibration.count
+            calib = {b.artifact_name: np.stack([to_artifact_layout(ctx.calibration.sample(i)[b.onnx_name], b) for i in range(samples)])
+                     for b in inputs}
+            np.savez(ctx.work_dir / "calibration_tf.npz", **calib)
+            argv += ["--calib", str(ctx.work_dir / "calibration_tf.npz")]
         ctx.log(f"TFLiteConverter: {ctx.precision} quantization")
         run_tool(argv, ctx.work_dir, stage="quantize", tool="TFLiteConverter", log_name="quantize.log")
         detail: dict[str, Any] = {"mode": ctx.precision}
@@ -131,48 +159,82 @@ class TFLiteBackend(Backend):
     @staticmethod
     def _input_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
         available = signature["inputs"]
-        bindings = []
-        for spec in specs:
-            name = _match_name(spec.name, list(available))
-            if name is None:
-                raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
+        bindings: list[IOBinding] = []
+        for index, spec in enumerate(specs):
             perm = NHWC if len(spec.shape) == 4 else None
             expected = [spec.shape[i] for i in perm] if perm else list(spec.shape)
-            if list(available[name]["shape"]) != expected:
-                raise StageError(f"convert: TFLite input '{name}' has shape {available[name]['shape']}, expected {expected} from ONNX {list(spec.shape)}")
-            bindings.append(IOBinding(spec.name, name, perm))
+            name = _tensor_for(spec.name, index, "inputs", signature, [expected], {b.artifact_name for b in bindings})
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no input matching ONNX input '{spec.name}' (it has {', '.join(available)})")
+            shape = list(available[name]["shape"])
+            reshaped = shape != expected and _squeezed(shape) == _squeezed(expected)  # a scalar as [1]
+            if shape != expected and not reshaped:
+                raise StageError(f"convert: TFLite input '{name}' has shape {shape}, expected {expected} from ONNX {list(spec.shape)}")
+            bindings.append(IOBinding(spec.name, name, perm, artifact_shape=tuple(shape) if reshaped else None))
         return bindings
 
     @staticmethod
     def _output_bindings(specs: list[TensorSpec], signature: dict[str, Any]) -> list[IOBinding]:
         available = signature["outputs"]
-        ordered = list(available)
-        bindings = []
+        bindings: list[IOBinding] = []
         for index, spec in enumerate(specs):
-            name = _match_name(spec.name, ordered)
-            if name is None and f"output_{index}" in available:
-                name = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
-            if name is None:
-                raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(ordered)})")
-            shape = list(available[name]["shape"])
             onnx_shape = list(spec.shape)
             channels_last = (0, *range(2, len(onnx_shape)), 1) if len(onnx_shape) >= 3 else None
+            layouts = [onnx_shape] + ([[onnx_shape[i] for i in channels_last]] if channels_last else [])
+            name = _tensor_for(spec.name, index, "outputs", signature, layouts, {b.artifact_name for b in bindings})
+            if name is None:
+                raise StageError(f"convert: the TFLite model has no output matching ONNX output '{spec.name}' (it has {', '.join(available)})")
+            shape = list(available[name]["shape"])
             if channels_last and shape == [onnx_shape[i] for i in channels_last] and (shape != onnx_shape or len(onnx_shape) == 4):
                 # Ambiguous only when both layouts have the same shape; onnx2tf emits 4-D outputs channels-last.
                 perm = channels_last
-            elif shape == onnx_shape:
-                perm = None
             else:
-                raise StageError(f"convert: TFLite output '{name}' has shape {shape}, which matches neither ONNX {onnx_shape} nor its channels-last form")
+                # same shape, or a converter error that verification reports against this output ("shape mismatch")
+                perm = None
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
 
 
+#: TensorFlow 2.19's int8 calibrator segfaults (in calibrator.py _feed_tensors) on models with these layers,
+#: measured on the zoo's ddddocr recognizer (bidirectional LSTM) and Resemblyzer (3-layer LSTM)
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+
+
+def _squeezed(shape: list) -> list:
+    return [d for d in shape if d != 1]
+
+
+def _tensor_for(onnx_name: str, index: int, kind: str, signature: dict[str, Any], shapes: list[list], taken: set[str]) -> str | None:
+    """The artifact tensor for the ``index``-th ONNX input/output: by name; else, in a file without a SignatureDef
+    (whose tensors carry whatever names the converter left, in an order of its own), the one untaken tensor of
+    the expected shape, else the ``index``-th tensor. ``signature["matched"]`` collects how (for the report)."""
+    names = [name for name in signature[kind] if name not in taken]
+    found = _match_name(onnx_name, names)
+    if found is None and kind == "outputs" and f"output_{index}" in names:
+        found = f"output_{index}"  # TFLiteConverter renames SavedModel outputs by position
+    how = "by_name"
+    if found is None and signature.get("source") == "tensor_details":
+        fitting = [n for n in names if any(_squeezed(list(signature[kind][n]["shape"])) == _squeezed(s) for s in shapes)]
+        ordered = list(signature[kind])
+        if len(fitting) == 1:
+            found, how = fitting[0], "by_shape"
+        elif index < len(ordered) and ordered[index] not in taken:
+            found, how = ordered[index], "by_order"
+    if found is not None:
+        signature.setdefault("matched", set()).add(how)
+    return found
+
+
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
+    """The candidate named like the ONNX tensor: exactly, sanitized, or as TensorFlow names a signature's tensors in a
+    file without the SignatureDef (``serving_default_NAME:0``)."""
     if onnx_name in candidates:
         return onnx_name
-    sanitized = "".join(c if c.isalnum() or c == "_" else "_" for c in onnx_name)
+    sanitized = "".join(c if c.isalnum() or c == "_" else "_" for c in onnx_name).lower()
     for candidate in candidates:
-        if candidate == sanitized or candidate.lower() == sanitized.lower():
+        bare = re.sub(r":\d+$", "", re.sub(r"^serving_default_", "", candidate))
+        if sanitized in (candidate.lower(), bare.lower()):
             return candidate
     return None

@@ -1,7 +1,7 @@
 """Subprocess helper for the TFLite backend (TensorFlow is heavy and can crash; keep it out of edgekit's process).
 
     python -m edgekit.backends.tflite.tool signature MODEL.tflite
-    python -m edgekit.backends.tflite.tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
+    python -m edgekit.backends.tflite.tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz] [--io float|int8]
 """
 
 from __future__ import annotations
@@ -14,20 +14,26 @@ import numpy as np
 
 
 def signature(path: str) -> dict:
+    """The model's I/O: from its SignatureDef, or, for files without one (onnx2tf writes some), from the
+    interpreter's input/output tensor details in graph order; ``source`` says which."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path)
-    runner = interpreter.get_signature_runner()
 
     def describe(details: dict) -> dict:
         return {name: {"shape": [int(d) for d in info["shape"]], "dtype": np.dtype(info["dtype"]).name,
                        "quantization": [float(info["quantization"][0]), int(info["quantization"][1])]}
                 for name, info in details.items()}
 
-    return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+    if interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner()
+        return {"source": "signature", "inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+    interpreter.allocate_tensors()
+    return {"source": "tensor_details", "inputs": describe({d["name"]: d for d in interpreter.get_input_details()}),
+            "outputs": describe({d["name"]: d for d in interpreter.get_output_details()})}
 
 
-def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str) -> None:
+def quantize(saved_model: str, out: str, mode: str, calib: str | None, io: str) -> None:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
@@ -35,11 +41,11 @@ def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: in
     if mode == "int8":
         with np.load(calib, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-        rows = len(next(iter(arrays.values())))
+        count = len(next(iter(arrays.values())))
 
-        def representative_dataset():
-            for start in range(0, rows - batch + 1, batch):
-                yield {name: value[start : start + batch].astype(np.float32) for name, value in arrays.items()}
+        def representative_dataset():  # one sample per step, each array in the input's full shape
+            for index in range(count):
+                yield {name: value[index] if value.dtype.kind != "f" else value[index].astype(np.float32) for name, value in arrays.items()}
 
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -60,13 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     quant.add_argument("--out", required=True)
     quant.add_argument("--mode", choices=["dynamic", "int8"], required=True)
     quant.add_argument("--calib")
-    quant.add_argument("--batch", type=int, default=1)
     quant.add_argument("--io", choices=["float", "int8"], default="float")
     args = parser.parse_args(argv)
     if args.command == "signature":
         print(json.dumps(signature(args.model)))
     else:
-        quantize(args.saved_model, args.out, args.mode, args.calib, args.batch, args.io)
+        quantize(args.saved_model, args.out, args.mode, args.calib, args.io)
     return 0
 
 
