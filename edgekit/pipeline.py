@@ -7,6 +7,7 @@ that failed (with the ones that had finished), and writes outputs atomically.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import shutil
@@ -21,6 +22,7 @@ from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
+from edgekit.debug.session import DebugRequest, debug_build, fallback_mode
 from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_copy, atomic_write_text, sha256_tree, size_of
 from edgekit.modelio import LoadedModel, apply_input_shapes, load_model, save_model
@@ -30,7 +32,7 @@ from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
-from edgekit.types import PRECISIONS, BuildOptions, BuildReport, StageRecord, VerificationResult
+from edgekit.types import PRECISIONS, Artifact, BuildOptions, BuildReport, StageRecord, VerificationResult
 from edgekit.verify import verify_everywhere
 
 REPORT_NAME = "edgekit-report.json"
@@ -170,6 +172,7 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
                 "runs": options.latency_runs, "warmup": options.warmup_runs}
     if options.input_shape_ranges:
         settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
+    settings["locate"], settings["fallback"] = options.locate, fallback_mode(profile, options, precision)
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
@@ -242,22 +245,23 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
                          artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
-                         build_host=build_host, log=run.progress.message)
+                         build_host=build_host, log=run.progress.message, shared_dir=work_dir)
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     for record in ctx.stages:
         run.add(record)
 
     out_dir = options.out_dir
-    final_path = out_dir / artifact.path.name
-    atomic_copy(artifact.path, final_path)
-    extra_final = []
-    for extra in artifact.extra_files:
-        atomic_copy(extra, out_dir / extra.name)
-        extra_final.append(out_dir / extra.name)
-    artifact.path, artifact.extra_files = final_path, extra_final
-
+    artifact = install_artifact(artifact, out_dir)
     verifications, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transports)
+    debugged = debug_build(DebugRequest(
+        backend, ctx, profile, options, artifact, verifications, device_error, samples, profile.tolerance_for(precision), transports,
+        verify=lambda candidate: _verify(candidate, backend, profile, precision, samples, references, options, _Run(SilentProgress()), transports),
+        install=lambda candidate, installed: install_artifact(candidate, out_dir, replacing=installed), primary=primary_result))
+    for record in debugged.stages:
+        run.add(record)
+    artifact, verifications, device_error = debugged.artifact, debugged.verifications, debugged.device_error
+    final_path, extra_final = artifact.path, artifact.extra_files
     report = BuildReport(
         edgekit_version=__version__,
         target=profile.name,
@@ -277,9 +281,22 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         verification=primary_result(verifications),
         verifications=verifications if transports else [],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        quantization=debugged.quantization,
     )
     write_report(report, out_dir)
     return report, device_error
+
+
+def install_artifact(artifact: Artifact, out_dir: Path, replacing: Artifact | None = None) -> Artifact:
+    """Copy the artifact's files into ``out_dir`` atomically; files of ``replacing`` it does not have are removed."""
+    installed = []
+    for source in (artifact.path, *artifact.extra_files):
+        atomic_copy(source, out_dir / source.name)
+        installed.append(out_dir / source.name)
+    for stale in (replacing.path, *replacing.extra_files) if replacing is not None else ():
+        if stale not in installed:
+            stale.unlink(missing_ok=True)
+    return dataclasses.replace(artifact, path=installed[0], extra_files=installed[1:])
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,

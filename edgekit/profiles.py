@@ -44,6 +44,10 @@ class Tolerance:
         return data
 
 
+#: default share of a model's parameters per-layer fallback may keep in float: with int8 weights a quarter in
+#: fp32 makes the artifact at most 1.75x the all-int8 size (0.75 + 0.25 * 4), still under half of fp32
+DEFAULT_FALLBACK_BUDGET = 0.25
+
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(min_cosine=0.9999, min_sqnr_db=40.0),
     "fp16": Tolerance(min_cosine=0.999, min_sqnr_db=25.0),
@@ -91,6 +95,10 @@ class TargetProfile:
     backend_options: dict[str, Any] = field(default_factory=dict)
     hardware: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    #: [fallback]: precisions built with per-layer precision fallback by default (--fallback auto), and its
+    #: budget (fraction of the model's parameters that may stay float; --fallback-budget)
+    fallback_precisions: tuple[str, ...] = ()
+    fallback_budget: float = DEFAULT_FALLBACK_BUDGET
 
     def tolerance_for(self, precision: str) -> Tolerance:
         return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])
@@ -118,6 +126,7 @@ class TargetProfile:
             "latency": {"warmup": self.latency_warmup, "runs": self.latency_runs},
             "backend_options": dict(self.backend_options),
             "hardware": dict(self.hardware),
+            "fallback": {"precisions": list(self.fallback_precisions), "budget": self.fallback_budget},
             "source": str(self.source) if self.source else None,
         }
 
@@ -192,7 +201,7 @@ def _numbers(length: int | None = None, positive: bool = False) -> Callable[[Any
 
 TOP_KEYS = {
     "name", "description", "backend", "default_precision", "precisions", "static_shapes", "aliases",
-    "note", "preprocessing", "tolerances", "latency", "backend_options", "hardware",
+    "note", "preprocessing", "tolerances", "latency", "backend_options", "hardware", "fallback",
 }
 
 
@@ -233,6 +242,8 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
 
     latency = v.get(data, "latency", dict, "", default={})
     v.check_keys(latency, {"warmup", "runs"}, "latency.")
+    fallback = v.get(data, "fallback", dict, "", default={})
+    v.check_keys(fallback, {"precisions", "budget"}, "fallback.")
     profile = TargetProfile(
         name=name,
         description=v.get(data, "description", str, "", default=""),
@@ -249,6 +260,10 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
         backend_options=dict(v.get(data, "backend_options", dict, "", default={})),
         hardware=dict(v.get(data, "hardware", dict, "", default={})),
         source=source,
+        fallback_precisions=tuple(v.get(fallback, "precisions", list, "fallback.", default=[],
+                                        check=lambda ps: None if all(p in PRECISIONS for p in ps) else f"entries must be among {', '.join(PRECISIONS)}; got {ps!r}")),
+        fallback_budget=float(v.get(fallback, "budget", (int, float), "fallback.", default=DEFAULT_FALLBACK_BUDGET,
+                                    check=lambda b: None if 0 <= b <= 1 else f"must be a fraction in [0, 1]; got {b}")),
     )
     profile.options  # noqa: B018  (parses and checks backend_options now, naming the file and key)
     return profile

@@ -66,6 +66,9 @@ def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
         outputs=[OutputMetrics(**{k: _number(v) for k, v in o.items() if k in fields}) for o in verification.get("outputs", [])],
         latency_ms=LatencyStats(**{k: latency[k] for k in LatencyStats.__dataclass_fields__ if k in latency}) if latency else None,
         environment=verification.get("environment", {}),
+        first_divergence=verification.get("first_divergence"),
+        layers=list(verification.get("layers") or []),
+        locate=verification.get("locate"),
     )
 
 
@@ -93,4 +96,5 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         artifact_runtime=data.get("artifact_runtime"),
         created_at=data.get("created_at", ""),
         cache=data.get("cache"),
+        quantization=data.get("quantization"),
     )

@@ -49,6 +49,9 @@ class BuildOptions:
     max_samples: int = 8
     seed: int = 0
     use_cache: bool = True
+    locate: bool = False  # locate the first divergent layer even when verification passes (always done when it fails)
+    fallback: str | None = None  # "auto" | "none"; None: the profile's [fallback] default for the precision
+    fallback_budget: float | None = None  # fraction of the parameters that may stay float; None: the profile's
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ class VerificationResult:
     outputs: list[OutputMetrics] = field(default_factory=list)
     latency_ms: LatencyStats | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    # where the artifact leaves onnxruntime (edgekit.debug.locate): the first layer below the tolerance,
+    # the per-layer SQNR curve in topological order, and how it was measured
+    first_divergence: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    locate: dict[str, Any] | None = None
 
     @classmethod
     def skipped(cls, reason: str, where: Literal["host", "device"] = "host", **extra: Any) -> VerificationResult:
@@ -172,6 +180,9 @@ class VerificationResult:
             "outputs": [o.to_dict() for o in self.outputs],
             "latency_ms": self.latency_ms.to_dict() if self.latency_ms else None,
             "environment": self.environment,
+            "first_divergence": self.first_divergence,
+            "layers": self.layers,
+            "locate": self.locate,
         }
 
 
@@ -196,6 +207,7 @@ class BuildReport:
     artifact_runtime: str | None = None
     created_at: str = ""
     cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
+    quantization: dict[str, Any] | None = None  # what was asked and what was built, layers kept float (edgekit.debug)
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -223,4 +235,5 @@ class BuildReport:
             "verification": self.verification.to_dict(),
             "verifications": [v.to_dict() for v in self.verifications],
             "cache": self.cache,
+            "quantization": self.quantization,
         }

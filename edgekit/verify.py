@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,21 +40,23 @@ def from_artifact_layout(array: np.ndarray, binding: IOBinding, reference_shape:
     return array
 
 
-def verify_artifact(
-    artifact: Artifact,
-    samples: SampleSet,
-    references: list[dict[str, np.ndarray]],
-    tolerance: Tolerance,
-    transport: Transport,
-    *,
-    warmup: int,
-    runs: int,
-    options: dict | None = None,
-) -> VerificationResult:
-    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
+@dataclass
+class RunnerResult:
+    """What the device runner returned: the artifact's raw outputs (``s{sample}_o{k}``) and its timings,
+    or why it did not run (``exit_code`` non-zero, with the runner's error kind and message)."""
+
+    produced: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    exit_code: int = 0
+    error_kind: str = ""
+    error: str = ""
+
+
+def run_artifact(artifact: Artifact, samples: SampleSet, transport: Transport, *, warmup: int, runs: int,
+                 options: dict | None = None) -> RunnerResult:
+    """Upload artifact, inputs and runner; run every sample; bring the outputs (``artifact.outputs``, in the
+    artifact's layout) back. A timeout or unreadable results raise DeviceError."""
     where = transport.where
-    base = {"where": where, "device": transport.device_name, "samples": samples.count,
-            "input_source": samples.source, "tolerances": tolerance.to_dict()}
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch_text:
         scratch = Path(scratch_text)
         io = {
@@ -90,15 +93,9 @@ def verify_artifact(
                 place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
                 raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
-            if result.exit_code == EXIT_MISSING:
-                _, message = script_error(result.stderr)
-                return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {message}", **base)
             if result.exit_code != 0:
-                # The artifact would not load or run: a verdict on the artifact, not a transport fault.
                 kind, message = script_error(result.stderr)
-                place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
-                return VerificationResult(status="failed", reason=f"the runtime failed {place} ({kind}, exit {result.exit_code}): {message}",
-                                          runtime=artifact.runtime, **base)
+                return RunnerResult(exit_code=result.exit_code, error_kind=kind, error=message)
             transport.download("outputs.npz", scratch / "outputs.npz")
             transport.download("timings.json", scratch / "timings.json")
         try:
@@ -107,6 +104,33 @@ def verify_artifact(
                 produced = {key: archive[key] for key in archive.files}
         except (ValueError, OSError) as exc:
             raise DeviceError(f"the runner's results could not be read back: {exc}") from None
+    return RunnerResult(produced, timings)
+
+
+def verify_artifact(
+    artifact: Artifact,
+    samples: SampleSet,
+    references: list[dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    transport: Transport,
+    *,
+    warmup: int,
+    runs: int,
+    options: dict | None = None,
+) -> VerificationResult:
+    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``."""
+    where = transport.where
+    base = {"where": where, "device": transport.device_name, "samples": samples.count,
+            "input_source": samples.source, "tolerances": tolerance.to_dict()}
+    ran = run_artifact(artifact, samples, transport, warmup=warmup, runs=runs, options=options)
+    if ran.exit_code == EXIT_MISSING:
+        return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {'on this host' if where == 'host' else 'on the device'}: {ran.error}", **base)
+    if ran.exit_code != 0:
+        # The artifact would not load or run: a verdict on the artifact, not a transport fault.
+        place = "on this host" if where == "host" else f"on device '{transport.device_name}'"
+        return VerificationResult(status="failed", reason=f"the runtime failed {place} ({ran.error_kind}, exit {ran.exit_code}): {ran.error}",
+                                  runtime=artifact.runtime, **base)
+    produced, timings = ran.produced, ran.timings
 
     outputs = []
     for k, binding in enumerate(artifact.outputs):

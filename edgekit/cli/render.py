@@ -117,6 +117,8 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
                   + (f" ({escape(other['reason'])})" if other.get("reason") else ""), soft_wrap=True)
     if verification.get("reason"):
         out.print(f"             {escape(verification['reason'])}", soft_wrap=True)
+    for line in debug_lines(report):
+        out.print(line, soft_wrap=True)
     latency = verification.get("latency_ms")
     if latency:
         out.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)")
@@ -125,6 +127,39 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
         out.print(f"cache        hit ({cached['key'][:12]}): restored, nothing rebuilt; --no-cache forces a rebuild")
     if report_path:
         out.print(f"report       {report_path}")
+
+
+def _db(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value:.1f} dB"
+    return f"{value} dB" if value is not None else "? dB"
+
+
+def debug_lines(report: dict[str, Any]) -> list[str]:
+    """One line for the first divergent layer, one for what fallback kept in float (rich markup escaped)."""
+    from rich.markup import escape
+
+    verification = report["verification"]
+    lines = []
+    first = verification.get("first_divergence")
+    located = verification.get("locate") or {}
+    if first:
+        lines.append(f"first divergence: node {escape(first['node'])} ({first['op']}), {_db(first.get('input_sqnr_db'))} in → {_db(first['sqnr_db'])} out")
+    elif located.get("status") == "skipped":
+        lines.append(f"locate       skipped: {escape(str(located.get('reason')))}")
+    elif located:
+        lines.append(f"locate       no layer below {_db((verification.get('tolerances') or {}).get('min_sqnr_db'))} "
+                     f"({located.get('compared_tensors', 0)} layers compared)")
+    quantization = report.get("quantization") or {}
+    floats = quantization.get("float_layers") or []
+    if floats:
+        names = ", ".join(escape(f"{layer['node']} ({layer['reason'].split(':')[0]})") for layer in floats[:4])
+        more = f" and {len(floats) - 4} more" if len(floats) > 4 else ""
+        cost = quantization.get("size_cost_bytes") or 0
+        lines.append(f"kept float   {len(floats)} layer(s): {names}{more}; size cost {cost / 1024:+.1f} KiB")
+    elif quantization.get("rounds"):
+        lines.append(f"fallback     nothing kept in float ({escape(str(quantization.get('stopped')))})")
+    return lines
 
 
 def print_matrix(model: Path, results: list[Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends._subprocess import ToolRun, run_tool
-from edgekit.backends.base import Backend, ConvertContext
+from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
@@ -101,6 +101,7 @@ class NcnnBackend(Backend):
 
     Options = NcnnOptions
     tool_distributions = ("pnnx", "ncnn")
+    intermediate_outputs = "named"  # ncnn's Extractor returns any blob by name
 
     def check_tools(self) -> dict[str, str]:
         versions = super().check_tools()
@@ -112,6 +113,10 @@ class NcnnBackend(Backend):
         options = self.options(profile)
         return {"num_threads": options.num_threads, "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
                 "vulkan": options.vulkan}
+
+    def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
+        layers = read_param(artifact.path.read_text())
+        return [ArtifactTensor(top) for layer in layers if layer.type != "Input" for top in layer.tops]
 
     # --- conversion ------------------------------------------------------------------------
 

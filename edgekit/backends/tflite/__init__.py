@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends._subprocess import run_tool
-from edgekit.backends.base import Backend, ConvertContext
+from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import StageError
 from edgekit.profiles import TargetProfile
@@ -53,9 +53,29 @@ class TFLiteBackend(Backend):
 
     Options = TFLiteOptions
     tool_distributions = ("onnx2tf", "tensorflow", "ai-edge-litert")
+    intermediate_outputs = "named"
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": self.options(profile).num_threads}
+
+    # --- locating a divergence -----------------------------------------------------------------
+
+    def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
+        run = run_tool([*TOOL, "tensors", str(artifact.path)], artifact.path.parent, stage="locate", tool="the TFLite tensor reader",
+                       log_name="tensors.log", timeout=300)
+        return [ArtifactTensor(t["name"], tuple(t["shape"])) for t in run.last_json("locate: listing the TFLite model's tensors")["tensors"]]
+
+    def probe_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        return {**self.runner_options(artifact, profile), "intermediates": True}
+
+    def float_twin(self, ctx: ConvertContext, artifact: Artifact) -> Artifact:
+        """onnx2tf's float32 file from the same conversion: the same TensorFlow graph, so the same tensor names."""
+        twin = Path(artifact.details.get("float_twin") or "")
+        if artifact.precision == "fp32" or not twin.is_file():
+            return super().float_twin(ctx, artifact)
+        signature = self._signature(twin, ctx.work_dir)
+        return Artifact(path=twin, backend=self.name, precision="fp32", runtime=self.runtime,
+                        inputs=self._input_bindings(ctx.inputs, signature), outputs=self._output_bindings(ctx.outputs, signature))
 
     # --- conversion ------------------------------------------------------------------------
 
@@ -78,7 +98,7 @@ class TFLiteBackend(Backend):
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=inputs, outputs=outputs,
                         details={"int8_io": int8_io if ctx.precision == "int8" else "float",
-                                 "signature": signature, "tools": versions})
+                                 "signature": signature, "tools": versions, "float_twin": str(float_files["fp32"])})
 
     def _onnx2tf(self, ctx: ConvertContext, version: str) -> tuple[Path, dict[str, Path]]:
         started = time.perf_counter()

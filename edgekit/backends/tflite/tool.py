@@ -1,6 +1,7 @@
 """Subprocess helper for the TFLite backend (TensorFlow is heavy and can crash; keep it out of edgekit's process).
 
     python -m edgekit.backends.tflite.tool signature MODEL.tflite
+    python -m edgekit.backends.tflite.tool tensors MODEL.tflite        # tensors ops write, in execution order
     python -m edgekit.backends.tflite.tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
 """
 
@@ -25,6 +26,23 @@ def signature(path: str) -> dict:
                 for name, info in details.items()}
 
     return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+
+
+def tensors(path: str) -> dict:
+    """The tensors the model's ops write (not weights), in execution order, for locating a divergence."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    written: list[dict] = []
+    for op in interpreter._get_ops_details():  # private, but what TensorFlow's own QuantizationDebugger reads
+        if op["op_name"] == "DELEGATE":
+            continue
+        for index in op["outputs"]:
+            tensor = details.get(int(index))
+            if tensor is not None:
+                written.append({"name": tensor["name"], "shape": [int(d) for d in tensor["shape"]], "dtype": np.dtype(tensor["dtype"]).name})
+    return {"tensors": written}
 
 
 def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str) -> None:
@@ -55,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sig = sub.add_parser("signature")
     sig.add_argument("model")
+    listing = sub.add_parser("tensors")
+    listing.add_argument("model")
     quant = sub.add_parser("quantize")
     quant.add_argument("--saved-model", required=True)
     quant.add_argument("--out", required=True)
@@ -65,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "signature":
         print(json.dumps(signature(args.model)))
+    elif args.command == "tensors":
+        print(json.dumps(tensors(args.model)))
     else:
         quantize(args.saved_model, args.out, args.mode, args.calib, args.batch, args.io)
     return 0

@@ -1,0 +1,127 @@
+"""Per-layer precision fallback: keep the layers that lose the most SQNR in float until verification passes
+or the budget is spent.
+
+Each round ranks the layers of the latest located curve by how much SQNR they lose (input minus output),
+adds the worst ones not yet in float (1, then 2, 4, ... per round), converts again, verifies again and, if
+it still fails, locates again: keeping one layer in float moves the problem, so the next ranking is measured,
+not guessed. The loop is the same for every backend; what a round does comes from callbacks (the pipeline's
+convert + verify; for TensorRT int8 the QDQ model and its onnxruntime check).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit.debug.graph import Graph
+from edgekit.debug.locate import LayerPoint, LocateResult
+
+MAX_ROUNDS = 6
+
+
+@dataclass
+class Attempt:
+    """One conversion with a set of float layers, and how it verified."""
+
+    float_layers: frozenset[str]
+    passed: bool
+    status: str  # passed | failed | skipped
+    min_sqnr_db: float | None
+    size_bytes: int
+    applied: dict[str, str] = field(default_factory=dict)  # what the backend really kept float: node -> why
+    payload: Any = None  # the caller's (artifact, verifications)
+
+
+@dataclass
+class Round:
+    index: int
+    added: list[str]  # layers (named nodes) this round put in float
+    attempt: Attempt
+    seconds: float
+    located: LocateResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.index, "added": self.added, "float_layers": len(self.attempt.applied or self.attempt.float_layers),
+                "status": self.attempt.status, "min_sqnr_db": self.attempt.min_sqnr_db, "artifact_bytes": self.attempt.size_bytes,
+                "seconds": self.seconds}
+
+
+@dataclass
+class FallbackResult:
+    rounds: list[Round]
+    stopped: str  # why the loop ended: passed | budget | no candidates | rounds | failed to convert
+    budget: float
+    chosen: Round  # the round whose artifact is kept
+    reasons: dict[str, str] = field(default_factory=dict)  # node -> why the loop put it in float
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen.attempt.passed
+
+
+def members(point: LayerPoint) -> list[str]:
+    return point.fused or [point.node]
+
+
+def param_fraction(graph: Graph, nodes: frozenset[str] | set[str]) -> float:
+    total = graph.total_params
+    used = sum(graph.params(graph.index[n]) for n in nodes if n in graph.index)
+    return used / total if total else 0.0
+
+
+def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, budget: float,
+                 measure: Callable[[frozenset[str]], Attempt], relocate: Callable[[Attempt], LocateResult | None],
+                 eligible: Callable[[LayerPoint], bool] = lambda point: True, max_rounds: int = MAX_ROUNDS) -> FallbackResult:
+    """Rounds of keeping layers in float, from ``first`` (the build as converted) and its located curve."""
+    rounds = [Round(0, [], first, 0.0, first_located)]
+    reasons: dict[str, str] = {}
+    located, floats, take, stopped = first_located, set(first.float_layers), 1, "rounds"
+    for index in range(1, max_rounds + 1):
+        ranked = [p for p in located.worst_drops() if eligible(p) and not set(members(p)) <= floats] if located else []
+        if not ranked:
+            stopped = "no candidates"
+            break
+        added: list[str] = []
+        for point in ranked:
+            grown = floats | set(members(point))
+            if param_fraction(graph, grown) > budget + 1e-12:
+                continue  # a layer too big for what is left of the budget; a smaller one may still fit
+            floats = grown
+            added.append(point.node)
+            reasons[point.node] = (f"sensitive: {_db(point.input_sqnr_db)} in -> {_db(point.sqnr_db)} out "
+                                   f"(round {index})")
+            if len(added) == take:
+                break
+        if not added:
+            stopped = "budget"
+            break
+        started = time.perf_counter()
+        attempt = measure(frozenset(floats))
+        rounds.append(Round(index, added, attempt, round(time.perf_counter() - started, 3)))
+        if attempt.passed:
+            stopped = "passed"
+            break
+        if attempt.status != "failed":
+            stopped = f"verification {attempt.status}"
+            break
+        located = relocate(attempt)
+        rounds[-1].located = located
+        take *= 2
+    return FallbackResult(rounds, stopped, budget, _best(rounds), reasons)
+
+
+def _best(rounds: list[Round]) -> Round:
+    """The passing round with the fewest float layers, else the one whose outputs came closest."""
+    passing = [r for r in rounds if r.attempt.passed]
+    if passing:
+        return passing[0]
+    return max(rounds, key=lambda r: r.attempt.min_sqnr_db if r.attempt.min_sqnr_db is not None and not math.isnan(r.attempt.min_sqnr_db) else -math.inf)
+
+
+def _db(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:.1f} dB" if math.isfinite(value) else str(value)
