@@ -143,8 +143,12 @@ def debug_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     first = verification.get("first_divergence")
     located = verification.get("locate") or {}
-    if first:
-        lines.append(f"first divergence: node {escape(first['node'])} ({first['op']}), {_db(first.get('input_sqnr_db'))} in → {_db(first['sqnr_db'])} out")
+    rounds = (report.get("quantization") or {}).get("rounds") or []
+    before = rounds[0].get("first_divergence") if rounds else None
+    if first or before:
+        shown = first or before
+        lines.append(f"first divergence: node {escape(shown['node'])} ({shown['op']}), {_db(shown.get('input_sqnr_db'))} in → {_db(shown['sqnr_db'])} out"
+                     + ("" if first else " (before fallback)"))
     elif located.get("status") == "skipped":
         lines.append(f"locate       skipped: {escape(str(located.get('reason')))}")
     elif located:

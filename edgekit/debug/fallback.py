@@ -1,7 +1,7 @@
 """Per-layer precision fallback: keep the layers that lose the most SQNR in float until verification passes
 or the budget is spent.
 
-Each round ranks the layers of the latest located curve by how much SQNR they lose (input minus output),
+Each round ranks the layers of the latest located curve by the noise they add themselves (``own_sqnr_db``),
 adds the worst ones not yet in float (1, then 2, 4, ... per round), converts again, verifies again and, if
 it still fails, locates again: keeping one layer in float moves the problem, so the next ranking is measured,
 not guessed. The loop is the same for every backend; what a round does comes from callbacks (the pipeline's
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.debug.graph import Graph
-from edgekit.debug.locate import LayerPoint, LocateResult
+from edgekit.debug.locate import LayerPoint, LocateResult, own_sqnr_db
 
 MAX_ROUNDS = 6
 
@@ -44,9 +44,10 @@ class Round:
     located: LocateResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        first = self.located.first_divergence if self.located is not None else None
         return {"round": self.index, "added": self.added, "float_layers": len(self.attempt.applied or self.attempt.float_layers),
                 "status": self.attempt.status, "min_sqnr_db": self.attempt.min_sqnr_db, "artifact_bytes": self.attempt.size_bytes,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "first_divergence": first.summary() if first is not None else None}
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, b
     reasons: dict[str, str] = {}
     located, floats, take, stopped = first_located, set(first.float_layers), 1, "rounds"
     for index in range(1, max_rounds + 1):
-        ranked = [p for p in located.worst_drops() if eligible(p) and not set(members(p)) <= floats] if located else []
+        ranked = [p for p in located.worst_layers() if eligible(p) and not set(members(p)) <= floats] if located else []
         if not ranked:
             stopped = "no candidates"
             break
@@ -91,8 +92,8 @@ def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, b
                 continue  # a layer too big for what is left of the budget; a smaller one may still fit
             floats = grown
             added.append(point.node)
-            reasons[point.node] = (f"sensitive: {_db(point.input_sqnr_db)} in -> {_db(point.sqnr_db)} out "
-                                   f"(round {index})")
+            reasons[point.node] = (f"sensitive: {_db(point.input_sqnr_db)} in -> {_db(point.sqnr_db)} out, "
+                                   f"adds noise at {_db(own_sqnr_db(point))} (round {index})")
             if len(added) == take:
                 break
         if not added:

@@ -83,14 +83,10 @@ class LocateResult:
             return None
         return next((p for p in self.layers if _below(p.sqnr_db, self.tolerance_db)), None)
 
-    def worst_drops(self) -> list[LayerPoint]:
-        """Layers by how much SQNR they lose (input minus output), worst first: where quantization hurts."""
-        def drop(point: LayerPoint) -> float:
-            if not math.isfinite(point.sqnr_db) and point.sqnr_db != math.inf:
-                return math.inf  # NaN/-inf out of finite inputs: the worst loss there is
-            base = point.input_sqnr_db if point.input_sqnr_db is not None else math.inf
-            return min(base, 200.0) - point.sqnr_db
-        return sorted((p for p in self.layers if drop(p) > 0), key=drop, reverse=True)
+    def worst_layers(self) -> list[LayerPoint]:
+        """Layers by the noise they add themselves, worst first: where quantization hurts (see :func:`own_sqnr_db`)."""
+        scored = [(own_sqnr_db(p), i, p) for i, p in enumerate(self.layers)]
+        return [p for own, _, p in sorted(scored, key=lambda item: (item[0], item[1])) if own != math.inf]
 
     def to_dict(self) -> dict[str, Any]:
         """``verification.locate``: how the curve was measured, and what could not be."""
@@ -130,6 +126,13 @@ def locate(request: LocateRequest) -> LocateResult:
     return result
 
 
+def unlocked_host() -> LocalTransport:
+    """This host, without the machine lock: reading tensors times nothing, so it need not wait for latency runs."""
+    transport = LocalTransport()
+    transport.lock_path = None
+    return transport
+
+
 # --- named tensors (ncnn blobs, TFLite tensors) ---------------------------------------------------
 
 
@@ -143,7 +146,7 @@ def tensor_map(backend: Backend, ctx: ConvertContext, twin: Artifact, graph: Gra
     names = [t.name for t in backend.artifact_tensors(twin)]
     onnx_tensors = graph.float_tensors()
     reference = _merged([reference_values(ctx.model, mapping, chunk) for chunk in chunks(onnx_tensors, _sizes(graph, onnx_tensors, mapping.count))], mapping.count)
-    twin_values = _read_named(backend, twin, ctx, names, mapping, LocalTransport(), max(_sizes(graph, onnx_tensors, mapping.count).values(), default=0))
+    twin_values = _read_named(backend, twin, ctx, names, mapping, unlocked_host(), max(_sizes(graph, onnx_tensors, mapping.count).values(), default=0))
     result = match_tensors(reference, twin_values, names)
     cached.write_text(json.dumps(result.to_dict()))
     return result
@@ -165,7 +168,7 @@ def _locate_named(request: LocateRequest) -> LocateResult:
             matched[tensor] = match
     ordered = [t for t in graph.float_tensors() if t in matched]
     metrics: dict[str, OutputMetrics] = {}
-    transport = request.transport or LocalTransport()
+    transport = request.transport or unlocked_host()
     for chunk in chunks(ordered, _sizes(graph, ordered, samples.count), MAX_PROBE_BYTES):
         reference = reference_values(ctx.model, samples, chunk)
         names = list(dict.fromkeys(matched[t].artifact for t in chunk))
@@ -222,7 +225,7 @@ def _locate_reconverted(request: LocateRequest) -> LocateResult:
     probe_ctx = dataclasses.replace(ctx, model=model, model_path=save_model(model, folder / ctx.model_path.name), outputs=[*ctx.outputs, *extra],
                                     work_dir=folder, stages=[], artifact_stem=f"{ctx.artifact_stem}-probe", log=lambda message: None)
     probe = backend.convert(probe_ctx)
-    ran = run_artifact(probe, samples, request.transport or LocalTransport(), warmup=0, runs=0, options=backend.runner_options(probe, ctx.profile))
+    ran = run_artifact(probe, samples, request.transport or unlocked_host(), warmup=0, runs=0, options=backend.runner_options(probe, ctx.profile))
     if ran.exit_code != 0:
         why = "is not available here" if ran.exit_code == EXIT_MISSING else f"failed ({ran.error_kind})"
         return LocateResult("skipped", "reconvert", reason=f"the {probe.runtime} runtime {why}: {ran.error}")
@@ -258,6 +261,20 @@ def curve(graph: Graph, metrics: dict[str, OutputMetrics]) -> list[LayerPoint]:
                                  input_sqnr_db=_rounded(min(inputs)) if inputs else None,
                                  fused=[graph.ids[i] for i in group.nodes] if len(group.nodes) > 1 else []))
     return points
+
+
+def own_sqnr_db(point: LayerPoint) -> float:
+    """The SQNR of the noise a layer adds on top of what it received. Noise powers add (relative to the signal),
+    so a layer fed at 33 dB that outputs 10 dB adds noise at about 10 dB, while the first layer, fed the exact
+    input, adds what it outputs. NaN or -inf out of finite inputs is the worst (-inf); no added noise is +inf."""
+    out = point.sqnr_db
+    fed = point.input_sqnr_db if point.input_sqnr_db is not None else math.inf
+    if math.isnan(out) or out == -math.inf:
+        return math.inf if math.isnan(fed) or fed == -math.inf else -math.inf  # inherited, or made here
+    if out == math.inf:
+        return math.inf
+    added = 10.0 ** (-out / 10.0) - (10.0 ** (-fed / 10.0) if math.isfinite(fed) else 0.0)
+    return -10.0 * math.log10(added) if added > 0 else math.inf
 
 
 def _below(sqnr: float, limit: float) -> bool:

@@ -27,12 +27,17 @@ import numpy as np
 from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
+from edgekit.backends.ncnn.mixed import float_ncnn_layers, fp16_except
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
+from edgekit.fsutil import atomic_write_bytes, atomic_write_text
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
 WORKER = [sys.executable, "-m", "edgekit.backends.ncnn.worker"]
+#: ONNX ops whose ncnn layers the int8 rewrite quantizes (Convolution*, InnerProduct, Gemm with constant weights)
+INT8_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+NO_INT8_OPS = frozenset({"LSTM", "GRU", "RNN", "Attention"})
 PNNX_DTYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "b"}
 FP16_OFF = {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False, "use_bf16_storage": False}
 
@@ -102,6 +107,7 @@ class NcnnBackend(Backend):
     Options = NcnnOptions
     tool_distributions = ("pnnx", "ncnn")
     intermediate_outputs = "named"  # ncnn's Extractor returns any blob by name
+    float_layer_precisions = frozenset({"int8", "fp16"})
 
     def check_tools(self) -> dict[str, str]:
         versions = super().check_tools()
@@ -114,6 +120,18 @@ class NcnnBackend(Backend):
         return {"num_threads": options.num_threads, "ncnn_options": dict(artifact.details.get("ncnn_options", {})),
                 "vulkan": options.vulkan}
 
+    def float_only_layers(self, model: Any, precision: str) -> dict[str, str]:
+        """Recurrent layers: ncnn's int8 rewrite (like ncnn2int8) quantizes convolutions and inner products only, so
+        they keep their float weights (attention that pnnx fuses to MultiHeadAttention and Embed likewise)."""
+        if precision != "int8":
+            return {}
+        from edgekit.debug.graph import node_id
+
+        return {node_id(n): f"ncnn int8 has no {n.op_type} kernel: its weights stay float" for n in model.graph.node if n.op_type in NO_INT8_OPS}
+
+    def float_layer_ops(self, precision: str) -> frozenset[str] | None:
+        return INT8_OPS if precision == "int8" else None
+
     def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
         layers = read_param(artifact.path.read_text())
         return [ArtifactTensor(top) for layer in layers if layer.type != "Input" for top in layer.tops]
@@ -125,22 +143,37 @@ class NcnnBackend(Backend):
         _check_inputs(ctx.inputs)
         if ctx.precision not in ("fp32", "fp16", "int8"):
             raise OptionsError(f"the ncnn backend builds fp32, fp16 or int8, not '{ctx.precision}'")
-        fp16_weights = ctx.precision == "fp16"
+        mixed = bool(ctx.float_layers) and ctx.precision in self.float_layer_precisions
+        fp16_weights = ctx.precision == "fp16" and not mixed  # mixed fp16: fp32 from pnnx, fp16 written per layer here
         param, weights = self._pnnx(ctx, versions["pnnx"], fp16_weights)
         self._check_loadable(ctx, param, weights)
         extra: list[Path] = [weights]
         details: dict[str, Any] = {"tools": versions, "pnnx_fp16_weights": fp16_weights}
+        float_layers: set[str] = set()
+        if mixed:
+            float_layers, details["float_layers"], details["float_layers_unmapped"] = float_ncnn_layers(
+                self, ctx, self._artifact(ctx, param, [weights], "fp32", {}))
+            details["ncnn_float_layers"] = sorted(float_layers)
+        if ctx.precision == "fp16" and mixed:
+            text, data = fp16_except(param, weights, float_layers)
+            atomic_write_text(param, text)
+            atomic_write_bytes(weights, data)
+            self._check_loadable(ctx, param, weights)
         if ctx.precision == "int8":
-            param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"])
+            param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"], float_layers)
             # Gemm layers alone leave the table empty: ncnn quantizes their inputs at run time
             extra = [weights, table] if table.read_text().strip() else [weights]
             details["int8"] = {"method": "kl", "calibration_table": table.name if len(extra) > 1 else None, **summary}
             self._check_loadable(ctx, param, weights)
         details["ncnn_options"] = self._ncnn_options(ctx)
-        return Artifact(path=param, backend=self.name, precision=ctx.precision, runtime=self.runtime,
+        return self._artifact(ctx, param, extra, ctx.precision, details)
+
+    def _artifact(self, ctx: ConvertContext, param: Path, extra: list[Path], precision: str, details: dict[str, Any]) -> Artifact:
+        # pnnx names the blobs in0, in1, ... and out0, out1, ... in the ONNX graph's order
+        return Artifact(path=param, backend=self.name, precision=precision, runtime=self.runtime,
                         inputs=[IOBinding(s.name, f"in{i}", squeeze_batch=True) for i, s in enumerate(ctx.inputs)],
                         outputs=[IOBinding(s.name, f"out{i}", squeeze_batch=True) for i, s in enumerate(ctx.outputs)],
-                        extra_files=extra, details=details)
+                        extra_files=extra, details={**details, "ncnn_options": dict(FP16_OFF) if precision == "fp32" else details.get("ncnn_options", {})})
 
     @staticmethod
     def _ncnn_options(ctx: ConvertContext) -> dict[str, bool]:
@@ -196,7 +229,7 @@ class NcnnBackend(Backend):
                 if blob not in available:
                     raise StageError(f"convert: the ncnn model has no {kind} blob '{blob}' for ONNX {kind} '{spec.name}'")
 
-    def _int8(self, ctx: ConvertContext, param: Path, weights: Path, version: str) -> tuple[Path, Path, Path, dict[str, Any]]:
+    def _int8(self, ctx: ConvertContext, param: Path, weights: Path, version: str, float_layers: set[str]) -> tuple[Path, Path, Path, dict[str, Any]]:
         if ctx.calibration is None:
             raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
         started = time.perf_counter()
@@ -209,7 +242,8 @@ class NcnnBackend(Backend):
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")
         run = run_logged([*WORKER, "int8", str(param), str(weights), "--calib", str(calib),
                           "--inputs", ",".join(f"in{k}" for k in range(len(ctx.inputs))), "--out-param", str(out_param),
-                          "--out-bin", str(out_bin), "--out-table", str(table)], ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
+                          "--out-bin", str(out_bin), "--out-table", str(table), "--float-layers", ",".join(sorted(float_layers))],
+                         ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
         summary = run.last_json("quantize: edgekit ncnn int8")
         if not summary["quantized"]:
             raise StageError("quantize: the model has no Convolution, InnerProduct or constant-weight Gemm layer for ncnn int8",
@@ -219,7 +253,7 @@ class NcnnBackend(Backend):
         os.replace(out_bin, final_bin)
         ctx.record("quantize", started, "edgekit-ncnn-int8", version, mode="int8",
                    calibration_samples=summary["samples"], method="kl", quantized_layers=len(summary["quantized"]),
-                   float_layers_with_weights=len(summary["kept_float"]))
+                   float_layers_with_weights=len(summary["kept_float"]), fallback_float_layers=sorted(float_layers))
         return final_param, final_bin, table, summary
 
 

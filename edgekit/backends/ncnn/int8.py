@@ -160,18 +160,22 @@ def _gemm_int8(layer: Layer, blobs: list[Blob]) -> bytes:
 
 
 def quantize(param_text: str, bin_data: bytes, run: Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]],
-             samples: Iterable[dict[str, np.ndarray]]) -> Int8Result:
-    """The int8 .param/.bin and calibration table for an fp32 ncnn model (weights stored as fp32)."""
+             samples: Iterable[dict[str, np.ndarray]], float_layers: frozenset[str] = frozenset()) -> Int8Result:
+    """The int8 .param/.bin and calibration table for an fp32 ncnn model (weights stored as fp32); the layers
+    named in ``float_layers`` stay fp32 (per-layer fallback)."""
     layers = read_param(param_text)
     weights = split_weights(layers, bin_data)
-    a_scales = activation_scales(run, list(samples), calibration_blobs(layers))
+    a_scales = activation_scales(run, list(samples), calibration_blobs([layer for layer in layers if layer.name not in float_layers]))
     w_scales: dict[str, np.ndarray] = {}
     result = Int8Result(param="", weights=b"", table="")
     out = bytearray()
     for layer in layers:
         blobs = weights[layer.name]
         weight = next((b for b in blobs if b.label == "weight"), None)
-        if layer.type in CALIBRATED and weight is not None and weight.storage != "int8":
+        if layer.name in float_layers:
+            out += b"".join(b.raw for b in blobs)
+            result.kept_float.append(f"{layer.name} ({layer.type}, fallback)")
+        elif layer.type in CALIBRATED and weight is not None and weight.storage != "int8":
             scales = weight_scales(layer, weight.values)
             w_scales[layer.name] = scales
             depthwise = layer.type == "ConvolutionDepthWise"

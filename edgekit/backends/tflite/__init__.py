@@ -8,7 +8,9 @@ as they are (``-kat``), so token/sequence models keep their ONNX shape.
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ class TFLiteBackend(Backend):
     Options = TFLiteOptions
     tool_distributions = ("onnx2tf", "tensorflow", "ai-edge-litert")
     intermediate_outputs = "named"
+    float_layer_precisions = frozenset({"int8"})  # selective int8 (QuantizationDebugger); fp16 is onnx2tf's whole-model file
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": self.options(profile).num_threads}
@@ -61,7 +64,8 @@ class TFLiteBackend(Backend):
     # --- locating a divergence -----------------------------------------------------------------
 
     def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
-        run = run_tool([*TOOL, "tensors", str(artifact.path)], artifact.path.parent, stage="locate", tool="the TFLite tensor reader",
+        path = artifact.path.resolve()
+        run = run_tool([*TOOL, "tensors", str(path)], path.parent, stage="locate", tool="the TFLite tensor reader",
                        log_name="tensors.log", timeout=300)
         return [ArtifactTensor(t["name"], tuple(t["shape"])) for t in run.last_json("locate: listing the TFLite model's tensors")["tensors"]]
 
@@ -85,33 +89,44 @@ class TFLiteBackend(Backend):
         saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
         started = time.perf_counter()
         target = ctx.work_dir / f"{ctx.artifact_stem}.tflite"
+        details: dict[str, Any] = {"int8_io": int8_io if ctx.precision == "int8" else "float", "tools": versions,
+                                   "float_twin": str(float_files["fp32"])}
         if ctx.precision in ("fp32", "fp16"):
             source = float_files["fp32" if ctx.precision == "fp32" else "fp16"]
-            os.replace(source, target)
+            shutil.copyfile(source, target)  # a copy: fallback rounds and the float twin reuse onnx2tf's files
             ctx.record("quantize", started, "onnx2tf", versions["onnx2tf"], mode=ctx.precision, note="written by onnx2tf")
         else:
-            input_bindings = self._input_bindings(ctx.inputs, self._signature(float_files["fp32"], ctx.work_dir))
-            self._quantize(ctx, saved_model, target, input_bindings, int8_io, versions["tensorflow"], started)
-        signature = self._signature(target, ctx.work_dir)
+            fp32_signature = self._signature(float_files["fp32"], ctx.work_dir)
+            input_bindings = self._input_bindings(ctx.inputs, fp32_signature)
+            denylist: list[str] = []
+            if ctx.float_layers and ctx.precision in self.float_layer_precisions:
+                twin = Artifact(path=float_files["fp32"], backend=self.name, precision="fp32", runtime=self.runtime,
+                                inputs=input_bindings, outputs=self._output_bindings(ctx.outputs, fp32_signature))
+                denylist, details["float_layers"], details["float_layers_unmapped"] = denylisted_ops(self, ctx, twin)
+                details["tflite_float_ops"] = denylist
+            self._quantize(ctx, saved_model, target, input_bindings, int8_io, versions["tensorflow"], started, denylist)
+        details["signature"] = signature = self._signature(target, ctx.work_dir)
         inputs = self._input_bindings(ctx.inputs, signature)
         outputs = self._output_bindings(ctx.outputs, signature)
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
-                        inputs=inputs, outputs=outputs,
-                        details={"int8_io": int8_io if ctx.precision == "int8" else "float",
-                                 "signature": signature, "tools": versions, "float_twin": str(float_files["fp32"])})
+                        inputs=inputs, outputs=outputs, details=details)
 
     def _onnx2tf(self, ctx: ConvertContext, version: str) -> tuple[Path, dict[str, Path]]:
         started = time.perf_counter()
+        stem = ctx.model_path.stem
+        # one onnx2tf run per model and build: the float twin and fallback rounds reuse it
+        out = (ctx.shared_dir or ctx.work_dir) / f"onnx2tf-{hashlib.sha256(ctx.model.SerializeToString()).hexdigest()[:16]}"
+        files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
+        if all(path.is_file() for path in files.values()) and (out / "saved_model.pb").is_file():
+            ctx.record("convert", started, "onnx2tf", version, saved_model=True, reused=out.name)
+            return out, files
         self._write_onnx2tf_sample(ctx)
-        out = ctx.work_dir / "onnx2tf"
         argv = [sys.executable, "-m", "onnx2tf", "-i", str(ctx.model_path), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
         ctx.log("onnx2tf: converting to a TensorFlow SavedModel")
         run_tool(argv, ctx.work_dir, stage="convert", tool="onnx2tf", log_name="onnx2tf.log")
-        stem = ctx.model_path.stem
-        files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
@@ -124,9 +139,13 @@ class TFLiteBackend(Backend):
         rng = np.random.default_rng(0)
         np.save(ctx.work_dir / ONNX2TF_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
 
-    def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str, started: float) -> None:
+    def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str,
+                  started: float, denylist: list[str]) -> None:
         argv = [*TOOL, "quantize", "--saved-model", str(saved_model),
                 "--out", str(target), "--mode", ctx.precision, "--io", int8_io]
+        if denylist:
+            (ctx.work_dir / "denylist.json").write_text(json.dumps(denylist))
+            argv += ["--denylist", str(ctx.work_dir / "denylist.json")]
         samples = 0
         if ctx.precision == "int8":
             if ctx.calibration is None:
@@ -140,6 +159,8 @@ class TFLiteBackend(Backend):
         detail: dict[str, Any] = {"mode": ctx.precision}
         if ctx.precision == "int8":
             detail.update(calibration_samples=samples, io=int8_io, per_channel=True)
+        if denylist:
+            detail.update(float_ops=len(denylist), via="tf.lite.experimental.QuantizationDebugger denylisted_nodes")
         ctx.record("quantize", started, "tensorflow.lite.TFLiteConverter", tf_version, **detail)
 
     @staticmethod
@@ -186,6 +207,38 @@ class TFLiteBackend(Backend):
                 raise StageError(f"convert: TFLite output '{name}' has shape {shape}, which matches neither ONNX {onnx_shape} nor its channels-last form")
             bindings.append(IOBinding(spec.name, name, perm))
         return bindings
+
+
+def denylisted_ops(backend: Backend, ctx: ConvertContext, twin: Artifact) -> tuple[list[str], dict[str, str], list[str]]:
+    """The TFLite ops (by output tensor name) that keep ``ctx.float_layers`` in float: the op writing each float
+    layer's tensor, and the ops writing its inputs, because TFLite quantizes a tensor where it is written (a float
+    op fed by an int8 tensor would still see the rounded values). ONNX nodes map to ops by value (edgekit.debug)."""
+    from edgekit.calibration import random_samples
+    from edgekit.debug.graph import Graph
+    from edgekit.debug.locate import tensor_map
+
+    graph = Graph(ctx.model)
+    samples = ctx.calibration if ctx.calibration is not None else random_samples(ctx.inputs, 2, seed=0)
+    mapping = tensor_map(backend, ctx, twin, graph, samples)
+    mapped = set(mapping.matches)
+    names: dict[str, None] = {}
+    applied: dict[str, str] = {}
+
+    def keep(tensor: str, why: str) -> None:
+        group = graph.group_for(tensor, mapped)
+        names.setdefault(mapping.matches[tensor].artifact)
+        for index in group.nodes if group else []:
+            applied.setdefault(graph.ids[index], why)
+
+    for tensor in [t for t in graph.float_tensors() if t in mapped]:
+        group = graph.group_for(tensor, mapped)
+        if group is None or not any(graph.ids[i] in ctx.float_layers for i in group.nodes):
+            continue
+        keep(tensor, f"kept float: TFLite op {mapping.matches[tensor].artifact}")
+        for source in group.inputs:
+            if source in mapped:
+                keep(source, "kept float: it writes the input of a float layer (TFLite quantizes a tensor where it is written)")
+    return list(names), applied, sorted(ctx.float_layers - set(applied))
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:

@@ -3,6 +3,7 @@
     python -m edgekit.backends.tflite.tool signature MODEL.tflite
     python -m edgekit.backends.tflite.tool tensors MODEL.tflite        # tensors ops write, in execution order
     python -m edgekit.backends.tflite.tool quantize --saved-model DIR --out X.tflite --mode dynamic|int8 [--calib C.npz --batch B] [--io float|int8]
+        [--denylist NAMES.json]
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def tensors(path: str) -> dict:
     return {"tensors": written}
 
 
-def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str) -> None:
+def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str, denylist: list[str] | None = None) -> None:
+    """TFLiteConverter over the SavedModel; with ``denylist`` (op output tensor names) those ops stay float,
+    through TensorFlow's QuantizationDebugger (selective quantization)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
@@ -61,6 +64,13 @@ def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: in
 
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if denylist:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist), fully_quantize=io == "int8")
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_dataset, debug_options=options)
+            with open(out, "wb") as handle:
+                handle.write(debugger.get_nondebug_quantized_model())
+            return
         if io == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -82,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     quant.add_argument("--calib")
     quant.add_argument("--batch", type=int, default=1)
     quant.add_argument("--io", choices=["float", "int8"], default="float")
+    quant.add_argument("--denylist", help="a JSON file: op output tensor names to keep float (int8 only)")
     args = parser.parse_args(argv)
     if args.command == "signature":
         print(json.dumps(signature(args.model)))
     elif args.command == "tensors":
         print(json.dumps(tensors(args.model)))
     else:
-        quantize(args.saved_model, args.out, args.mode, args.calib, args.batch, args.io)
+        denylist = json.loads(open(args.denylist).read()) if args.denylist else None
+        quantize(args.saved_model, args.out, args.mode, args.calib, args.batch, args.io, denylist)
     return 0
 
 

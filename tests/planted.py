@@ -1,0 +1,96 @@
+"""Models with one planted numeric problem, for locate and per-layer fallback (issue 12).
+
+Node names look like a PyTorch export's (``/mix/Conv``), so the tests can assert the exact node edgekit names.
+
+* :func:`outlier_model`: ``/hot/Conv`` writes one channel 1000x larger than the rest; ``/mix/Conv`` reads it
+  (its weights undo the scale on that channel, so its output is in the usual range). ``/mix/Conv`` is the
+  layer whose input range is 1000x the rest of the network: one int8 scale for that tensor rounds the 31
+  ordinary channels to almost nothing, and ``/mix/Conv``'s output is where that shows.
+* :func:`overflow_model`: ``/big/Conv``'s outputs reach ~10^5, past fp16's 65504 (weights stay representable,
+  below 2*10^4); ``/scale/Mul`` brings them back. With ``weight_overflow`` the weights themselves pass 65504.
+* :func:`attention_model`: a transformer block (LayerNorm, multi-head attention, MLP) for ncnn int8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHANNELS = 32
+
+
+def _builder():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    return onnx, TensorProto, helper, numpy_helper
+
+
+class _Net:
+    def __init__(self, seed: int) -> None:
+        self.onnx, self.tp, self.h, self.nh = _builder()
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list = []
+        self.inits: list = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(self.nh.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def node(self, op: str, scope: str, inputs: list[str], **attrs) -> str:
+        out = f"{scope}/{op}_output_0"
+        self.nodes.append(self.h.make_node(op, inputs, [out], name=f"{scope}/{op}", **attrs))
+        return out
+
+    def conv(self, scope: str, x: str, c_in: int, c_out: int, k: int, weight: np.ndarray | None = None) -> str:
+        w = weight if weight is not None else self.rng.standard_normal((c_out, c_in, k, k)) * np.sqrt(2.0 / (c_in * k * k))
+        self.const(f"{scope}.weight", w)
+        self.const(f"{scope}.bias", np.full(c_out, 0.01))
+        return self.node("Conv", scope, [x, f"{scope}.weight", f"{scope}.bias"], kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    def conv_relu(self, scope: str, x: str, c_in: int, c_out: int, k: int, weight: np.ndarray | None = None) -> str:
+        return self.node("Relu", scope, [self.conv(scope, x, c_in, c_out, k, weight)])
+
+    def model(self, name: str, inputs: list, output: str, out_shape: list[int]):
+        self.nodes[-1].output[0] = output
+        graph = self.h.make_graph(self.nodes, name, inputs, [self.h.make_tensor_value_info(output, self.tp.FLOAT, out_shape)], self.inits)
+        model = self.h.make_model(graph, opset_imports=[self.h.make_opsetid("", 17)], producer_name="edgekit.tests.planted")
+        model.ir_version = 8
+        self.onnx.checker.check_model(model, full_check=True)
+        return model
+
+    def image_input(self, size: int):
+        return self.h.make_tensor_value_info("x", self.tp.FLOAT, [1, 8, size, size])
+
+
+def outlier_model(size: int = 32, seed: int = 0):
+    net = _Net(seed)
+    c = CHANNELS
+    x = net.conv_relu("/stem", "x", 8, c, 3)
+    x = net.conv_relu("/block1", x, c, c, 3)
+    hot = net.rng.standard_normal((c, c, 1, 1)) * np.sqrt(2.0 / c)
+    hot[0] *= 1000.0
+    x = net.conv_relu("/hot", x, c, c, 1, hot)
+    mix = net.rng.standard_normal((c, c, 1, 1)) * np.sqrt(2.0 / c)
+    mix[:, 0] *= 0.001
+    x = net.conv_relu("/mix", x, c, c, 1, mix)
+    x = net.conv_relu("/block2", x, c, c, 3)
+    net.conv("/head", x, c, 8, 3)
+    return net.model("outlier", [net.image_input(size)], "y", [1, 8, size, size])
+
+
+def overflow_model(size: int = 32, seed: int = 0, weight_overflow: bool = False):
+    net = _Net(seed)
+    c = CHANNELS
+    scale = 3e5 if weight_overflow else 2e4
+    x = net.conv_relu("/stem", "x", 8, c, 3)
+    x = net.conv_relu("/block1", x, c, c, 3)
+    big = net.rng.standard_normal((c, c, 1, 1)) * np.sqrt(2.0 / c) * scale
+    x = net.conv_relu("/big", x, c, c, 1, big)
+    x = net.node("Mul", "/scale", [x, net.const("/scale.factor", np.array(1.0 / scale))])
+    x = net.conv_relu("/block2", x, c, c, 3)
+    net.conv("/head", x, c, 8, 3)
+    return net.model("overflow", [net.image_input(size)], "y", [1, 8, size, size])
+
+
+def calibration(count: int = 32, size: int = 32, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, 8, size, size)).astype(np.float32)
