@@ -245,7 +245,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     ctx = ConvertContext(model_path=prepared, model=simplified, inputs=loaded.inputs, outputs=loaded.outputs,
                          profile=profile, precision=precision, calibration=calibration, work_dir=work_dir,
                          artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
-                         build_host=build_host, log=run.progress.message, shared_dir=work_dir)
+                         build_host=build_host, log=run.progress.message, shared_dir=work_dir, fallback_budget=_fallback_budget(profile, options, precision))
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     for record in ctx.stages:
@@ -285,6 +285,11 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     )
     write_report(report, out_dir)
     return report, device_error
+
+
+def _fallback_budget(profile: TargetProfile, options: BuildOptions, precision: str) -> float | None:
+    mode, budget = fallback_mode(profile, options, precision)
+    return budget if mode == "auto" else None
 
 
 def install_artifact(artifact: Artifact, out_dir: Path, replacing: Artifact | None = None) -> Artifact:

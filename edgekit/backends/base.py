@@ -70,6 +70,9 @@ class ConvertContext:
     #: a folder shared by every conversion of one build (the float twin, fallback rounds): a backend may keep
     #: results there that do not depend on the precision (onnx2tf's SavedModel, tensor maps); None: work_dir
     shared_dir: Path | None = None
+    #: for backends whose conversion checks a host-side stand-in before building (TensorRT's QDQ model): run
+    #: per-layer fallback there too, within this share of the parameters; None: off (--fallback none)
+    fallback_budget: float | None = None
     build_host: BuildHost = field(default_factory=BuildHost)
     stages: list[StageRecord] = field(default_factory=list)
     log: Callable[[str], None] = lambda message: None

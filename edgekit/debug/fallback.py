@@ -81,19 +81,18 @@ def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, b
     reasons: dict[str, str] = {}
     located, floats, take, stopped = first_located, set(first.float_layers), 1, "rounds"
     for index in range(1, max_rounds + 1):
-        ranked = [p for p in located.worst_layers() if eligible(p) and not set(members(p)) <= floats] if located else []
+        ranked = _candidates(located, floats, eligible) if located else []
         if not ranked:
             stopped = "no candidates"
             break
         added: list[str] = []
-        for point in ranked:
+        for point, why in ranked:
             grown = floats | set(members(point))
             if param_fraction(graph, grown) > budget + 1e-12:
                 continue  # a layer too big for what is left of the budget; a smaller one may still fit
             floats = grown
             added.append(point.node)
-            reasons[point.node] = (f"sensitive: {_db(point.input_sqnr_db)} in -> {_db(point.sqnr_db)} out, "
-                                   f"adds noise at {_db(own_sqnr_db(point))} (round {index})")
+            reasons[point.node] = f"{why} (round {index})"
             if len(added) == take:
                 break
         if not added:
@@ -112,6 +111,25 @@ def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, b
         rounds[-1].located = located
         take *= 2
     return FallbackResult(rounds, stopped, budget, _best(rounds), reasons)
+
+
+def _candidates(located: LocateResult, floats: set[str], eligible: Callable[[LayerPoint], bool]) -> list[tuple[LayerPoint, str]]:
+    """Layers to put in float next, worst first, with why. A layer already in float that still adds noise was
+    fed rounded values: the backend quantizes that tensor where it is written (TFLite, onnxruntime's QDQ), so
+    the layers writing its inputs come next."""
+    writers = {point.output: point for point in located.layers}
+    found: dict[str, tuple[LayerPoint, str]] = {}
+    for point in located.worst_layers():
+        noise = f"{_db(point.input_sqnr_db)} in -> {_db(point.sqnr_db)} out, adds noise at {_db(own_sqnr_db(point))}"
+        if not set(members(point)) <= floats:
+            if eligible(point):
+                found.setdefault(point.node, (point, f"sensitive: {noise}"))
+            continue
+        for tensor in point.inputs:
+            writer = writers.get(tensor)
+            if writer is not None and not set(members(writer)) <= floats:
+                found.setdefault(writer.node, (writer, f"writes the input of float layer {point.node}, which still adds noise ({noise})"))
+    return list(found.values())
 
 
 def _best(rounds: list[Round]) -> Round:

@@ -56,6 +56,7 @@ class LayerPoint:
     cosine: float
     input_sqnr_db: float | None  # the worst of the layer's inputs (inf for graph inputs), None if none was compared
     fused: list[str] = field(default_factory=list)  # every ONNX node between the compared tensors
+    inputs: list[str] = field(default_factory=list)  # the compared tensors (or graph inputs) it reads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,6 +209,32 @@ def _read_named(backend: Backend, artifact: Artifact, ctx: ConvertContext, names
     return out
 
 
+# --- an ONNX stand-in (TensorRT's QDQ model) ------------------------------------------------------
+
+
+def locate_onnx(reference: Any, candidate: Any, samples: SampleSet, tolerance: Tolerance) -> LocateResult:
+    """Compare two ONNX models that share tensor names (a model and its QDQ copy, both run by onnxruntime)."""
+    started = time.perf_counter()
+    graph = Graph(reference)
+    samples = samples.head(min(LOCATE_SAMPLES, samples.count))
+    present = {out for node in candidate.graph.node for out in node.output}
+    ordered = [t for t in graph.float_tensors() if t in present]
+    metrics: dict[str, OutputMetrics] = {}
+    for chunk in chunks(ordered, _sizes(graph, ordered, samples.count), MAX_PROBE_BYTES):
+        expected, got = reference_values(reference, samples, chunk), reference_values(candidate, samples, chunk)
+        for tensor in chunk:
+            per_sample = [compare(tensor, expected[s][tensor], got[s][tensor], tolerance) for s in range(samples.count)
+                          if tensor in expected[s] and tensor in got[s]]
+            if per_sample:
+                metrics[tensor] = merge(per_sample, tolerance)
+    unmapped = {t: "not in the quantized model" for t in graph.float_tensors() if t not in present}
+    result = LocateResult("located", "onnx", samples=samples.count, layers=curve(graph, metrics), unmapped=unmapped,
+                          notes=["both models run by onnxruntime; tensors matched by name"], tolerance_db=tolerance.min_sqnr_db)
+    result.status = "located" if result.first_divergence is not None else "no_divergence"
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
 # --- reconverting with extra outputs --------------------------------------------------------------
 
 
@@ -259,7 +286,8 @@ def curve(graph: Graph, metrics: dict[str, OutputMetrics]) -> list[LayerPoint]:
         points.append(LayerPoint(node=graph.ids[group.anchor], op=graph.op(group.anchor), output=tensor,
                                  sqnr_db=_rounded(metrics[tensor].sqnr_db), cosine=_rounded(metrics[tensor].cosine, 6),
                                  input_sqnr_db=_rounded(min(inputs)) if inputs else None,
-                                 fused=[graph.ids[i] for i in group.nodes] if len(group.nodes) > 1 else []))
+                                 fused=[graph.ids[i] for i in group.nodes] if len(group.nodes) > 1 else [],
+                                 inputs=[i for i in group.inputs if i in metrics or i in graph.graph_inputs]))
     return points
 
 
