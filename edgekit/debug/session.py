@@ -14,7 +14,7 @@ from typing import Any
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.calibration import SampleSet
 from edgekit.debug.fallback import Attempt, FallbackResult, members, param_fraction, run_fallback
-from edgekit.debug.graph import Graph
+from edgekit.debug.graph import Graph, node_id
 from edgekit.debug.locate import LayerPoint, LocateRequest, LocateResult, locate
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import size_of
@@ -64,7 +64,7 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
     forced = backend.float_only_layers(ctx.model, ctx.precision) if ctx.precision != "fp32" else {}
     primary = request.primary(request.verifications)
     if ctx.precision != "fp32":
-        outcome.quantization = _quantization(ctx.precision, mode, budget, request.artifact, forced)
+        outcome.quantization = _quantization(ctx.precision, mode, budget, request.artifact, forced, ctx.model)
     if primary.status != "failed" and not request.options.locate:
         return outcome
     if primary.status == "skipped":
@@ -91,7 +91,7 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
                     final_located = locate(_request(request, outcome.artifact))
         outcome.stages.append(_fallback_stage(result, fallback_timer.seconds))
         outcome.stages[0] = _locate_stage(located, timer.seconds)
-        outcome.quantization = _quantization(ctx.precision, mode, budget, outcome.artifact, forced, graph, result, located, final_located)
+        outcome.quantization = _quantization(ctx.precision, mode, budget, outcome.artifact, forced, ctx.model, graph, result, located, final_located)
     elif primary.status == "failed" and mode == "auto" and outcome.quantization is not None:
         outcome.quantization["fallback_skipped"] = (f"the {backend.name} backend has no per-layer fallback for {ctx.precision}" if not can_fall_back
                                                     else "no layer could be compared, so none could be ranked")
@@ -148,32 +148,41 @@ def _attach(verification: VerificationResult, located: LocateResult) -> None:
     verification.first_divergence = first.summary() if first is not None else None
 
 
-def _quantization(precision: str, mode: str, budget: float, artifact: Artifact, forced: dict[str, str], graph: Graph | None = None,
-                  result: FallbackResult | None = None, before: LocateResult | None = None, after: LocateResult | None = None) -> dict[str, Any]:
-    layers = [{"node": node, "op": None, "reason": reason, "sqnr_gain_db": None} for node, reason in forced.items()]
+def _quantization(precision: str, mode: str, budget: float, artifact: Artifact, forced: dict[str, str], model: Any,
+                  graph: Graph | None = None, result: FallbackResult | None = None, before: LocateResult | None = None,
+                  after: LocateResult | None = None) -> dict[str, Any]:
+    """The report's ``quantization``: asked vs built, and every layer kept float with why (and what it gained)."""
+    ops = {node_id(node): node.op_type for node in model.graph.node}
     applied = dict(artifact.details.get("float_layers", {}))
-    out: dict[str, Any] = {"requested": precision, "applied": precision, "fallback": mode, "budget": budget,
-                           "float_layers": layers, "size_cost_bytes": 0, "parameters_in_float": 0.0, "rounds": [], "stopped": None}
-    if result is not None and graph is not None:
+    layers: list[dict[str, Any]] = []
+
+    def add(node: str, reason: str, gain: float | None = None) -> None:
+        if all(layer["node"] != node for layer in layers):
+            layers.append({"node": node, "op": ops.get(node), "reason": reason, "sqnr_gain_db": gain})
+
+    for node, reason in forced.items():
+        add(node, reason)
+    out: dict[str, Any] = {"requested": precision, "applied": precision, "fallback": mode, "budget": budget, "float_layers": layers,
+                           "size_cost_bytes": 0, "parameters_in_float": 0.0, "rounds": list(artifact.details.get("fallback", {}).get("rounds", [])),
+                           "stopped": artifact.details.get("fallback", {}).get("stopped")}
+    fused: set[str] = set()
+    if result is not None and graph is not None and result.chosen.index > 0:
         chosen = result.chosen
-        named = set(forced)
         for node, reason in result.reasons.items():
-            if chosen.index == 0 or node not in chosen.attempt.float_layers:
-                continue
-            layers.append({"node": node, "op": graph.op(graph.index[node]) if node in graph.index else None, "reason": reason,
-                           "sqnr_gain_db": _gain(node, before, after)})
-            named.add(node)
-        grouped = {n for r in result.reasons for n in _group_of(r, before)}
-        for node, reason in applied.items():
-            if node not in named and node not in grouped:
-                layers.append({"node": node, "op": graph.op(graph.index[node]) if node in graph.index else None, "reason": reason, "sqnr_gain_db": None})
+            if node in chosen.attempt.float_layers:
+                add(node, reason, _gain(node, before, after))
+                fused.update(n for n in _group_of(node, before) if n != node)
         out.update(size_cost_bytes=chosen.attempt.size_bytes - result.rounds[0].attempt.size_bytes,
-                   parameters_in_float=round(param_fraction(graph, set(applied) | set(chosen.attempt.float_layers)), 4),
-                   rounds=[r.to_dict() for r in result.rounds], stopped=result.stopped, kept_round=chosen.index)
-    for layer in layers:
-        if layer["op"] is None and graph is not None and layer["node"] in graph.index:
-            layer["op"] = graph.op(graph.index[layer["node"]])
-    if layers or applied:
+                   parameters_in_float=round(param_fraction(graph, set(applied) | set(chosen.attempt.float_layers)), 4))
+    if result is not None:
+        out.update(rounds=[r.to_dict() for r in result.rounds], stopped=result.stopped, kept_round=result.chosen.index)
+    for node, reason in applied.items():
+        if node not in fused:
+            add(node, reason)
+    unmapped = artifact.details.get("float_layers_unmapped") or []
+    if unmapped:
+        out["float_layers_unmapped"] = list(unmapped)
+    if layers:
         out["applied"] = "mixed"
     return out
 

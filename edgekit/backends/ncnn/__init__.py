@@ -27,7 +27,7 @@ import numpy as np
 from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
-from edgekit.backends.ncnn.mixed import float_ncnn_layers, fp16_except
+from edgekit.backends.ncnn.mixed import float_ncnn_layers, fp16_except, no_int8_layers
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
 from edgekit.fsutil import atomic_write_bytes, atomic_write_text
@@ -38,6 +38,8 @@ WORKER = [sys.executable, "-m", "edgekit.backends.ncnn.worker"]
 #: ONNX ops whose ncnn layers the int8 rewrite quantizes (Convolution*, InnerProduct, Gemm with constant weights)
 INT8_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 NO_INT8_OPS = frozenset({"LSTM", "GRU", "RNN", "Attention"})
+#: ncnn layers with weights that the int8 rewrite leaves float, like ncnn2int8 (no int8 kernel, or not worth one)
+NO_INT8_LAYERS = frozenset({"MultiHeadAttention", "LSTM", "GRU", "RNN", "Embed", "Deconvolution", "DeconvolutionDepthWise"})
 PNNX_DTYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "b"}
 FP16_OFF = {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False, "use_bf16_storage": False}
 
@@ -160,13 +162,27 @@ class NcnnBackend(Backend):
             atomic_write_bytes(weights, data)
             self._check_loadable(ctx, param, weights)
         if ctx.precision == "int8":
+            fp32_model = self._artifact(ctx, param, [weights], "fp32", {})
+            fp32_model.path, fp32_model.extra_files = self._keep_fp32(ctx, param, weights)
             param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"], float_layers)
+            kept = {name for name, kind in summary["kept_float_types"].items() if kind in NO_INT8_LAYERS}
+            if kept:
+                details.setdefault("float_layers", {}).update(no_int8_layers(self, ctx, fp32_model, kept))
             # Gemm layers alone leave the table empty: ncnn quantizes their inputs at run time
             extra = [weights, table] if table.read_text().strip() else [weights]
             details["int8"] = {"method": "kl", "calibration_table": table.name if len(extra) > 1 else None, **summary}
             self._check_loadable(ctx, param, weights)
         details["ncnn_options"] = self._ncnn_options(ctx)
         return self._artifact(ctx, param, extra, ctx.precision, details)
+
+    @staticmethod
+    def _keep_fp32(ctx: ConvertContext, param: Path, weights: Path) -> tuple[Path, list[Path]]:
+        """A copy of the fp32 model (the int8 rewrite replaces it), for mapping its layers to ONNX nodes."""
+        folder = ctx.work_dir / "fp32"
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(param, folder / param.name)
+        shutil.copyfile(weights, folder / weights.name)
+        return folder / param.name, [folder / weights.name]
 
     def _artifact(self, ctx: ConvertContext, param: Path, extra: list[Path], precision: str, details: dict[str, Any]) -> Artifact:
         # pnnx names the blobs in0, in1, ... and out0, out1, ... in the ONNX graph's order

@@ -36,6 +36,7 @@ class Int8Result:
     table: str
     quantized: list[str] = field(default_factory=list)  # "name (Type)"
     kept_float: list[str] = field(default_factory=list)
+    kept_float_types: dict[str, str] = field(default_factory=dict)  # layer name -> ncnn type, for every layer in kept_float
     activation_scales: dict[str, float] = field(default_factory=dict)
 
 
@@ -175,6 +176,7 @@ def quantize(param_text: str, bin_data: bytes, run: Callable[[dict[str, np.ndarr
         if layer.name in float_layers:
             out += b"".join(b.raw for b in blobs)
             result.kept_float.append(f"{layer.name} ({layer.type}, fallback)")
+            result.kept_float_types[layer.name] = layer.type
         elif layer.type in CALIBRATED and weight is not None and weight.storage != "int8":
             scales = weight_scales(layer, weight.values)
             w_scales[layer.name] = scales
@@ -191,6 +193,7 @@ def quantize(param_text: str, bin_data: bytes, run: Callable[[dict[str, np.ndarr
             out += b"".join(b.raw for b in blobs)
             if blobs:
                 result.kept_float.append(f"{layer.name} ({layer.type})")
+                result.kept_float_types[layer.name] = layer.type
     result.param, result.weights = write_param(layers), bytes(out)
     result.table = _table(layers, w_scales, a_scales)
     result.activation_scales = {k: round(v, 6) for k, v in a_scales.items()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.backends.base import Backend, ConvertContext
-from edgekit.backends.ncnn.format import TAGGED, read_param, split_weights, tagged_fp16, write_param
+from edgekit.backends.ncnn.format import TAGGED, Layer, read_param, split_weights, tagged_fp16, write_param
 from edgekit.calibration import random_samples
 from edgekit.types import Artifact
 
@@ -25,9 +25,9 @@ FEATMASK = 31
 NO_FP16 = (1 << 0) | (1 << 1)  # no fp16 arithmetic; no fp16 storage or packing
 
 
-def float_ncnn_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> tuple[set[str], dict[str, str], list[str]]:
-    """For an fp32 ncnn model: the ncnn layers holding ``ctx.float_layers``, ONNX node -> how it is kept float,
-    and the nodes no layer could be matched to."""
+def layer_groups(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> list[tuple[Layer, list[str], str]]:
+    """(ncnn layer, the ONNX nodes fused into it, the node it is named after) for every layer whose output blob
+    was matched by value to an ONNX tensor of an fp32 ncnn model."""
     from edgekit.debug.graph import Graph
     from edgekit.debug.locate import tensor_map
 
@@ -36,17 +36,39 @@ def float_ncnn_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifac
     mapping = tensor_map(backend, ctx, fp32_model, graph, samples)
     writer = {top: layer for layer in read_param(fp32_model.path.read_text()) for top in layer.tops}
     mapped = set(mapping.matches)
-    layers: set[str] = set()
-    applied: dict[str, str] = {}
+    found: dict[str, tuple[Layer, list[str], str]] = {}
     for tensor, match in mapping.matches.items():
-        group = graph.group_for(tensor, mapped)
-        layer = writer.get(match.artifact)
-        if group is None or layer is None or not any(graph.ids[i] in ctx.float_layers for i in group.nodes):
+        group, layer = graph.group_for(tensor, mapped), writer.get(match.artifact)
+        if group is None or layer is None:
             continue
-        layers.add(layer.name)
-        for index in group.nodes:
-            applied[graph.ids[index]] = f"kept float: ncnn layer {layer.name} ({layer.type})"
-    return layers, applied, sorted(ctx.float_layers - set(applied))
+        nodes = [graph.ids[i] for i in group.nodes]
+        if layer.name in found:  # a blob equal to several ONNX tensors (reshapes of one value): one layer, all their nodes
+            before = found[layer.name]
+            anchor = before[2] if len(before[1]) >= len(nodes) else graph.ids[group.anchor]
+            found[layer.name] = (layer, before[1] + [n for n in nodes if n not in before[1]], anchor)
+        else:
+            found[layer.name] = (layer, nodes, graph.ids[group.anchor])
+    return list(found.values())
+
+
+def float_ncnn_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> tuple[set[str], dict[str, str], list[str]]:
+    """For an fp32 ncnn model: the ncnn layers holding ``ctx.float_layers``, ONNX node -> how it is kept float,
+    and the nodes no layer could be matched to."""
+    layers: set[str] = set()
+    covered: set[str] = set()
+    applied: dict[str, str] = {}
+    for layer, nodes, anchor in layer_groups(backend, ctx, fp32_model):
+        if any(node in ctx.float_layers for node in nodes):
+            layers.add(layer.name)
+            covered.update(nodes)
+            applied[anchor] = f"kept float: ncnn layer {layer.name} ({layer.type})"
+    return layers, applied, sorted(ctx.float_layers - covered)
+
+
+def no_int8_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact, kept: set[str]) -> dict[str, str]:
+    """ONNX node -> why, for ncnn layers the int8 rewrite keeps float because ncnn has no int8 kernel for them."""
+    return {anchor: f"ncnn int8 has no {layer.type} kernel: ncnn layer {layer.name} keeps float weights ({len(nodes)} ONNX nodes)"
+            for layer, nodes, anchor in layer_groups(backend, ctx, fp32_model) if layer.name in kept}
 
 
 def fp16_except(param: Path, fp32_weights: Path, float_layers: set[str]) -> tuple[str, bytes]:

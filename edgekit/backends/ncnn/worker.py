@@ -77,7 +77,7 @@ def int8(args: argparse.Namespace) -> dict:
     float_layers = frozenset(name for name in (args.float_layers or "").split(",") if name)
     result = quantize(Path(args.param).read_text(), Path(args.bin).read_bytes(), run, samples, float_layers)
     write_outputs(result, Path(args.out_param), Path(args.out_bin), Path(args.out_table))
-    return {"quantized": result.quantized, "kept_float": result.kept_float,
+    return {"quantized": result.quantized, "kept_float": result.kept_float, "kept_float_types": result.kept_float_types,
             "activation_scales": result.activation_scales, "samples": len(samples)}
 
 
