@@ -73,7 +73,7 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
     timer = _Timer()
     with timer:
         located = locate(_request(request, request.artifact))
-    outcome.stages.append(_locate_stage(located, timer.seconds))
+    outcome.stages.append(locate_stage(located, timer.seconds))
     final_located = located
     can_fall_back = ctx.precision in backend.float_layer_precisions
     if primary.status == "failed" and mode == "auto" and can_fall_back and located.layers:
@@ -90,12 +90,12 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
                 with timer:
                     final_located = locate(_request(request, outcome.artifact))
         outcome.stages.append(_fallback_stage(result, fallback_timer.seconds))
-        outcome.stages[0] = _locate_stage(located, timer.seconds)
+        outcome.stages[0] = locate_stage(located, timer.seconds)
         outcome.quantization = _quantization(ctx.precision, mode, budget, outcome.artifact, forced, ctx.model, graph, result, located, final_located)
     elif primary.status == "failed" and mode == "auto" and outcome.quantization is not None:
         outcome.quantization["fallback_skipped"] = (f"the {backend.name} backend has no per-layer fallback for {ctx.precision}" if not can_fall_back
                                                     else "no layer could be compared, so none could be ranked")
-    _attach(request.primary(outcome.verifications), final_located)
+    attach(request.primary(outcome.verifications), final_located)
     return outcome
 
 
@@ -141,7 +141,7 @@ def _bytes(artifact: Artifact) -> int:
     return size_of(artifact.path) + sum(size_of(p) for p in artifact.extra_files)
 
 
-def _attach(verification: VerificationResult, located: LocateResult) -> None:
+def attach(verification: VerificationResult, located: LocateResult) -> None:
     verification.locate = located.to_dict()
     verification.layers = [p.to_dict() for p in located.layers]
     first = located.first_divergence
@@ -209,7 +209,7 @@ def _gain(node: str, before: LocateResult | None, after: LocateResult | None) ->
     return round(new - old, 2)
 
 
-def _locate_stage(located: LocateResult, seconds: float) -> StageRecord:
+def locate_stage(located: LocateResult, seconds: float) -> StageRecord:
     first = located.first_divergence
     return StageRecord("locate", round(seconds, 3), "edgekit-locate", None,
                        {"status": "skipped" if located.status == "skipped" else "passed", "method": located.method,
