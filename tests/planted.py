@@ -8,7 +8,7 @@ Node names look like a PyTorch export's (``/mix/Conv``), so the tests can assert
   ordinary channels to almost nothing, and ``/mix/Conv``'s output is where that shows.
 * :func:`overflow_model`: ``/big/Conv``'s outputs reach ~10^5, past fp16's 65504 (weights stay representable,
   below 2*10^4); ``/scale/Mul`` brings them back. With ``weight_overflow`` the weights themselves pass 65504.
-* :func:`attention_model`: a transformer block (LayerNorm, multi-head attention, MLP) for ncnn int8.
+* :func:`lstm_model`: an LSTM between two projections, for ncnn int8 (which has no int8 LSTM kernel).
 """
 
 from __future__ import annotations
@@ -94,3 +94,26 @@ def overflow_model(size: int = 32, seed: int = 0, weight_overflow: bool = False)
 
 def calibration(count: int = 32, size: int = 32, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, 8, size, size)).astype(np.float32)
+
+
+def lstm_model(seq: int = 16, features: int = 8, hidden: int = 32, seed: int = 0):
+    net = _Net(seed)
+    h, tp = net.h, net.tp
+    x = net.node("Transpose", "/to_time", ["x"], perm=[1, 0, 2])  # (seq, 1, features): ONNX LSTM's layout
+    w = net.const("/lstm.W", net.rng.standard_normal((1, 4 * hidden, features)) * 0.3)
+    r = net.const("/lstm.R", net.rng.standard_normal((1, 4 * hidden, hidden)) * 0.3)
+    b = net.const("/lstm.B", np.zeros((1, 8 * hidden)))
+    net.nodes.append(h.make_node("LSTM", [x, w, r, b], ["/lstm/LSTM_output_0"], name="/lstm/LSTM", hidden_size=hidden))
+    x = net.node("Squeeze", "/lstm", ["/lstm/LSTM_output_0", _int64(net, "/lstm.axes", [1])])
+    x = net.node("Transpose", "/to_batch", [x], perm=[1, 0, 2])
+    net.node("MatMul", "/proj", [x, net.const("/proj.weight", net.rng.standard_normal((hidden, features)) * np.sqrt(1.0 / hidden))])
+    return net.model("lstm", [h.make_tensor_value_info("x", tp.FLOAT, [1, seq, features])], "y", [1, seq, features])
+
+
+def _int64(net: _Net, name: str, values: list[int]) -> str:
+    net.inits.append(net.nh.from_array(np.asarray(values, np.int64), name))
+    return name
+
+
+def sequence_calibration(count: int = 32, seq: int = 16, features: int = 8, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, seq, features)).astype(np.float32)

@@ -122,6 +122,19 @@ def test_ncnn_int8_attention_stays_float_instead_of_failing(tmp_path):
     assert attention["node"].startswith("/attn/")
 
 
+def test_ncnn_int8_lstm_stays_float_instead_of_failing(tmp_path):
+    import onnx
+
+    model, calib = tmp_path / "lstm.onnx", tmp_path / "x.npy"
+    onnx.save(planted.lstm_model(), str(model))
+    np.save(calib, planted.sequence_calibration())
+    report = _build(model, "arm-ncnn", "int8", tmp_path / "out", calib)
+    assert "LSTM" in (tmp_path / "out" / report.artifact).read_text()
+    assert report.verification.status == "passed", report.verification.reason
+    reasons = {layer["node"]: layer["reason"] for layer in report.quantization["float_layers"]}
+    assert reasons["/lstm/LSTM"].startswith("ncnn int8 has no LSTM kernel")
+
+
 def test_fp16_weights_are_written_exactly_as_pnnx_writes_them(models, tmp_path):
     from edgekit.backends.ncnn import pnnx_executable
     from edgekit.backends.ncnn.format import TAGGED, read_param, split_weights, tagged_fp16

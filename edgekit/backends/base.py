@@ -48,6 +48,7 @@ class ArtifactTensor:
 
     name: str
     shape: tuple[int, ...] | None = None
+    output_of: str | None = None  # the ONNX graph output it is (through the artifact's output bindings)
 
 
 @dataclass

@@ -127,7 +127,7 @@ def _candidates(located: LocateResult, floats: set[str], eligible: Callable[[Lay
             continue
         for tensor in point.inputs:
             writer = writers.get(tensor)
-            if writer is not None and not set(members(writer)) <= floats:
+            if writer is not None and eligible(writer) and not set(members(writer)) <= floats:
                 found.setdefault(writer.node, (writer, f"writes the input of float layer {point.node}, which still adds noise ({noise})"))
     return list(found.values())
 

@@ -26,7 +26,7 @@ import numpy as np
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.calibration import SampleSet
 from edgekit.debug.graph import Graph, chunks, reference_values, with_outputs
-from edgekit.debug.mapping import TensorMap, match_tensors, to_onnx_layout
+from edgekit.debug.mapping import Match, TensorMap, match_tensors, to_onnx_layout
 from edgekit.errors import DeviceError, EdgekitError
 from edgekit.metrics import compare, merge
 from edgekit.modelio import save_model
@@ -77,12 +77,14 @@ class LocateResult:
     unmapped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tolerance_db: float | None = None
+    min_cosine: float = -1.0
 
     @property
     def first_divergence(self) -> LayerPoint | None:
+        """The first layer (topological order) whose output fails the tolerance: SQNR or cosine below it, or NaN."""
         if self.tolerance_db is None:
             return None
-        return next((p for p in self.layers if _below(p.sqnr_db, self.tolerance_db)), None)
+        return next((p for p in self.layers if _below(p.sqnr_db, self.tolerance_db) or _below(p.cosine, self.min_cosine)), None)
 
     def worst_layers(self) -> list[LayerPoint]:
         """Layers by the noise they add themselves, worst first: where quantization hurts (see :func:`own_sqnr_db`)."""
@@ -121,7 +123,7 @@ def locate(request: LocateRequest) -> LocateResult:
     except EdgekitError as exc:
         result = LocateResult("skipped", method, reason=exc.message)
     result.seconds, result.where = round(time.perf_counter() - started, 3), where
-    result.tolerance_db = request.tolerance.min_sqnr_db
+    result.tolerance_db, result.min_cosine = request.tolerance.min_sqnr_db, request.tolerance.min_cosine
     if result.status != "skipped":
         result.status = "located" if result.first_divergence is not None else "no_divergence"
     return result
@@ -144,11 +146,15 @@ def tensor_map(backend: Backend, ctx: ConvertContext, twin: Artifact, graph: Gra
     if cached.is_file():
         return TensorMap.from_dict(json.loads(cached.read_text()))
     mapping = samples.head(min(MAPPING_SAMPLES, samples.count))
-    names = [t.name for t in backend.artifact_tensors(twin)]
+    tensors = backend.artifact_tensors(twin)
+    names = [t.name for t in tensors]
+    bindings = {b.onnx_name: b for b in twin.outputs}
+    # graph outputs are known by construction (and may be too small to match by value: 1x2 class scores)
+    pinned = {t.output_of: Match(t.name, bindings[t.output_of].perm, math.nan) for t in tensors if t.output_of in bindings}
     onnx_tensors = graph.float_tensors()
     reference = _merged([reference_values(ctx.model, mapping, chunk) for chunk in chunks(onnx_tensors, _sizes(graph, onnx_tensors, mapping.count))], mapping.count)
     twin_values = _read_named(backend, twin, ctx, names, mapping, unlocked_host(), max(_sizes(graph, onnx_tensors, mapping.count).values(), default=0))
-    result = match_tensors(reference, twin_values, names)
+    result = match_tensors(reference, twin_values, names, pinned)
     cached.write_text(json.dumps(result.to_dict()))
     return result
 
@@ -156,7 +162,6 @@ def tensor_map(backend: Backend, ctx: ConvertContext, twin: Artifact, graph: Gra
 def _locate_named(request: LocateRequest) -> LocateResult:
     backend, ctx, artifact = request.backend, request.ctx, request.artifact
     graph = Graph(ctx.model)
-    samples = request.samples.head(min(LOCATE_SAMPLES, request.samples.count))
     twin = backend.float_twin(ctx, artifact)
     mapping = tensor_map(backend, ctx, twin, graph, request.samples)
     present = {t.name for t in backend.artifact_tensors(artifact)} if twin is not artifact else None
@@ -170,6 +175,8 @@ def _locate_named(request: LocateRequest) -> LocateResult:
     ordered = [t for t in graph.float_tensors() if t in matched]
     metrics: dict[str, OutputMetrics] = {}
     transport = request.transport or unlocked_host()
+    samples = _worst_samples(backend, ctx, artifact, request.samples, [t for t in ordered if t in graph.graph_outputs], matched,
+                             transport, request.tolerance)
     for chunk in chunks(ordered, _sizes(graph, ordered, samples.count), MAX_PROBE_BYTES):
         reference = reference_values(ctx.model, samples, chunk)
         names = list(dict.fromkeys(matched[t].artifact for t in chunk))
@@ -182,9 +189,30 @@ def _locate_named(request: LocateRequest) -> LocateResult:
                 metrics[tensor] = merge(per_sample, request.tolerance)
     notes = [f"{len(matched)} ONNX tensors mapped to artifact tensors by value on {min(MAPPING_SAMPLES, request.samples.count)} samples "
              f"(float twin: {twin.path.name})"]
+    if samples.count < request.samples.count:
+        notes.append(f"layers measured on the {samples.count} samples (of {request.samples.count}) where the outputs are worst")
     if backend.name == "tflite":
         notes.append("TFLite tensors are read with the builtin kernels (XNNPACK hides intermediate tensors); verification used XNNPACK")
     return LocateResult("located", "named", samples=samples.count, layers=curve(graph, metrics), unmapped=unmapped, notes=notes)
+
+
+def _worst_samples(backend: Backend, ctx: ConvertContext, artifact: Artifact, samples: SampleSet, outputs: list[str], matched: dict[str, Match],
+                   transport: Transport, tolerance: Tolerance) -> SampleSet:
+    """The :data:`LOCATE_SAMPLES` samples on which the artifact's outputs are worst (one cheap outputs-only run over
+    all of them): a failure on a few samples is located on those samples."""
+    if samples.count <= LOCATE_SAMPLES or not outputs:
+        return samples.head(min(LOCATE_SAMPLES, samples.count))
+    reference = reference_values(ctx.model, samples, outputs)
+    values = _read_named(backend, artifact, ctx, [matched[t].artifact for t in outputs], samples, transport, 0)
+    scores = []
+    for s in range(samples.count):
+        checked = [compare(t, reference[s][t], to_onnx_layout(values[s][matched[t].artifact], reference[s][t].shape, matched[t].perm), tolerance)
+                   for t in outputs if t in reference[s] and matched[t].artifact in values[s]]
+        scores.append(min(((0 if c.passed else -1), c.cosine if math.isfinite(c.cosine) else -math.inf,
+                           c.sqnr_db if math.isfinite(c.sqnr_db) else -math.inf) for c in checked) if checked else (0, 1.0, math.inf))
+    worst = sorted(range(samples.count), key=lambda s: scores[s])[:LOCATE_SAMPLES]
+    rows = [r for s in sorted(worst) for r in range(s * samples.batch, (s + 1) * samples.batch)]
+    return SampleSet({name: array[rows] for name, array in samples.arrays.items()}, samples.source, samples.batch)
 
 
 def _read_named(backend: Backend, artifact: Artifact, ctx: ConvertContext, names: list[str], samples: SampleSet, transport: Transport,
@@ -229,7 +257,8 @@ def locate_onnx(reference: Any, candidate: Any, samples: SampleSet, tolerance: T
                 metrics[tensor] = merge(per_sample, tolerance)
     unmapped = {t: "not in the quantized model" for t in graph.float_tensors() if t not in present}
     result = LocateResult("located", "onnx", samples=samples.count, layers=curve(graph, metrics), unmapped=unmapped,
-                          notes=["both models run by onnxruntime; tensors matched by name"], tolerance_db=tolerance.min_sqnr_db)
+                          notes=["both models run by onnxruntime; tensors matched by name"], tolerance_db=tolerance.min_sqnr_db,
+                          min_cosine=tolerance.min_cosine)
     result.status = "located" if result.first_divergence is not None else "no_divergence"
     result.seconds = round(time.perf_counter() - started, 3)
     return result

@@ -136,7 +136,8 @@ class NcnnBackend(Backend):
 
     def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
         layers = read_param(artifact.path.read_text())
-        return [ArtifactTensor(top) for layer in layers if layer.type != "Input" for top in layer.tops]
+        outputs = {b.artifact_name: b.onnx_name for b in artifact.outputs}
+        return [ArtifactTensor(top, output_of=outputs.get(top)) for layer in layers if layer.type != "Input" for top in layer.tops]
 
     # --- conversion ------------------------------------------------------------------------
 

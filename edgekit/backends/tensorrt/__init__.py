@@ -34,7 +34,6 @@ from edgekit.backends.tensorrt.options import TrtOptions
 from edgekit.errors import BackendUnavailable, StageError
 from edgekit.fsutil import atomic_copy
 from edgekit.profiles import TargetProfile
-from edgekit.qdq import DEFAULT_OP_TYPES
 from edgekit.types import Artifact, IOBinding
 
 
@@ -57,9 +56,6 @@ class TensorRTBackend(Backend):
         # Engines may be built on the device, so a host without TensorRT is not an error here.
         return {"onnxruntime": version_of("onnxruntime") or "missing",
                 "tensorrt": version_of("tensorrt") or "not installed on this host"}
-
-    def float_layer_ops(self, precision: str) -> frozenset[str] | None:
-        return frozenset(DEFAULT_OP_TYPES) if precision == "int8" else None
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         engine = artifact.details.get("engine", {})

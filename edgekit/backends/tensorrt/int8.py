@@ -60,8 +60,8 @@ def quantize(ctx: ConvertContext, onnx_path: Path, options: TrtOptions) -> Int8R
     if not first.passed and ctx.fallback_budget is not None and by_name:
         ctx.log("onnxruntime: the QDQ model fails its check; locating the first divergent node")
         graph = Graph(ctx.model)
-        result = run_fallback(graph, first, relocate(first), budget=ctx.fallback_budget, measure=attempt, relocate=relocate,
-                              eligible=lambda point: any(graph.op(graph.index[n]) in options.int8_op_types for n in point.fused or [point.node]))
+        # any node may matter: the QDQ pass also quantizes tensors written by ops it fuses with (a Conv's ReLU)
+        result = run_fallback(graph, first, relocate(first), budget=ctx.fallback_budget, measure=attempt, relocate=relocate)
         chosen = result.chosen.attempt
         fallback = {"rounds": [r.to_dict() for r in result.rounds], "stopped": result.stopped, "kept_round": result.chosen.index,
                     "reasons": {n: result.reasons[n] for n in result.reasons if n in chosen.float_layers}}

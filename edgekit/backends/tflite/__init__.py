@@ -67,7 +67,9 @@ class TFLiteBackend(Backend):
         path = artifact.path.resolve()
         run = run_tool([*TOOL, "tensors", str(path)], path.parent, stage="locate", tool="the TFLite tensor reader",
                        log_name="tensors.log", timeout=300)
-        return [ArtifactTensor(t["name"], tuple(t["shape"])) for t in run.last_json("locate: listing the TFLite model's tensors")["tensors"]]
+        listing = run.last_json("locate: listing the TFLite model's tensors")
+        onnx_names = {listing["outputs"][b.artifact_name]: b.onnx_name for b in artifact.outputs if b.artifact_name in listing.get("outputs", {})}
+        return [ArtifactTensor(t["name"], tuple(t["shape"]), onnx_names.get(t["name"])) for t in listing["tensors"]]
 
     def probe_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {**self.runner_options(artifact, profile), "intermediates": True}

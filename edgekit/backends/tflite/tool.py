@@ -43,7 +43,11 @@ def tensors(path: str) -> dict:
             tensor = details.get(int(index))
             if tensor is not None:
                 written.append({"name": tensor["name"], "shape": [int(d) for d in tensor["shape"]], "dtype": np.dtype(tensor["dtype"]).name})
-    return {"tensors": written}
+    try:
+        outputs = {name: details[int(info["index"])]["name"] for name, info in interpreter.get_signature_runner().get_output_details().items()}
+    except ValueError:  # no SignatureDef
+        outputs = {}
+    return {"tensors": written, "outputs": outputs}
 
 
 def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str, denylist: list[str] | None = None) -> None:
