@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.backends import get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
 from edgekit.errors import DeviceError, InputError
 from edgekit.fsutil import sha256_tree
-from edgekit.modelio import apply_input_shapes, load_model
-from edgekit.profiles import Tolerance, resolve_target
+from edgekit.modelio import LoadedModel, apply_input_shapes, load_model
+from edgekit.profiles import TargetProfile, Tolerance, resolve_target
 from edgekit.reference import run_reference
 from edgekit.report import load_report, report_from_dict
 from edgekit.transport.base import Transport
@@ -70,7 +71,22 @@ def _samples(data: dict, loaded, profile) -> SampleSet:
     raise InputError(f"the report's input_source {source!r} is not one edgekit can reproduce")
 
 
-def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None) -> tuple[BuildReport, DeviceError | None]:
+@dataclass
+class ExistingBuild:
+    """A build folder read back: its report, the artifact (sha256 checked), the source model (shaped as built), and
+    the samples and tolerance it was verified with."""
+
+    data: dict
+    folder: Path
+    artifact: Artifact
+    source: Path
+    loaded: LoadedModel
+    profile: TargetProfile
+    samples: SampleSet
+    tolerance: Tolerance
+
+
+def load_build(path: Path, model: Path | None = None) -> ExistingBuild:
     report_path = _report_path(path)
     data = load_report(report_path)
     folder = report_path.parent
@@ -83,10 +99,15 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     shapes = {t["name"]: tuple(t["shape"]) for t in data.get("inputs", []) if all(isinstance(d, int) for d in t["shape"])}
     loaded = apply_input_shapes(loaded, {k: v for k, v in shapes.items() if any(s.name == k and not s.is_static for s in loaded.inputs)}, require_static=False)
     profile = resolve_target(data["target"])
-    samples = _samples(data, loaded, profile)
-    references = run_reference(loaded.proto, samples)
     recorded = data["verification"].get("tolerances") or {}
     tolerance = Tolerance(**recorded) if recorded else profile.tolerance_for(data["precision"])
+    return ExistingBuild(data, folder, artifact, source, loaded, profile, _samples(data, loaded, profile), tolerance)
+
+
+def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None) -> tuple[BuildReport, DeviceError | None]:
+    build = load_build(path, model)
+    data, folder, artifact, profile, samples, tolerance = build.data, build.folder, build.artifact, build.profile, build.samples, build.tolerance
+    references = run_reference(build.loaded.proto, samples)
     backend = get_backend(data["backend"], profile)
     latency = data["verification"].get("latency_ms") or {}
     results, error = verify_everywhere(
