@@ -9,6 +9,7 @@ head of their own calibration set, so both builds are judged again on the held-o
 
     python bench/locate_zoo.py                  # every cell below -> bench/results/zoo-fallback.json + .md
     python bench/locate_zoo.py --cells mtcnn_rnet/arm-ncnn/int8
+    python bench/locate_zoo.py --readme         # only rewrite the README table from the JSON
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = Path(os.environ.get("EDGEKIT_ZOO_DIR", Path.home() / ".cache" / "edgekit" / "zoo"))
 VERIFICATION = 16
+README_START, README_END = "<!-- zoo-fallback:start -->", "<!-- zoo-fallback:end -->"
 #: model -> (ONNX file under the zoo cache, sample data folder)
 MODELS = {
     "mtcnn_pnet": ("export/mtcnn_pnet.onnx", "mtcnn_frames-image"),
@@ -123,8 +125,15 @@ def main() -> int:
     parser.add_argument("--cells", nargs="*", default=CELLS)
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgekit-locate-zoo"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zoo-fallback.json")
+    parser.add_argument("--readme", action="store_true", help="write the table from --out into README.md and stop")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
+    if args.readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        start, end = text.index(README_START) + len(README_START), text.index(README_END)
+        readme.write_text(text[:start] + "\n" + markdown(results) + text[end:])
+        return 0
     for cell in args.cells:
         name, target, precision = cell.split("/")
         onnx_file, data = MODELS[name]

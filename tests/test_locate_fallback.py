@@ -223,6 +223,19 @@ def test_tensorrt_build_without_gpu_keeps_the_fallback_qdq_model(models, tmp_pat
     assert list(tmp_path.glob("outlier_int8.qdq*.onnx"))
 
 
+@pytest.mark.gpu
+def test_tensorrt_engine_with_fallback_passes_on_this_gpu(models, tmp_path):
+    from edgekit.backends.tensorrt.build import host_build_problem
+
+    problem = host_build_problem()
+    if problem is not None:
+        pytest.skip(f"needs an NVIDIA GPU with TensorRT: {problem}")
+    report = _build(models["outlier"], "jetson", "int8", tmp_path, models["calib"], locate=True)
+    assert report.verification.status == "passed", report.verification.reason
+    assert "/mix/Conv" in _nodes(report)
+    assert report.verification.locate["method"] == "reconvert"
+
+
 # --- Core ML (weights kept uncompressed; prediction needs macOS) -------------------------------------
 
 

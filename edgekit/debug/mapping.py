@@ -133,3 +133,30 @@ def match_tensors(reference: list[dict[str, np.ndarray]], twin: list[dict[str, n
             else:
                 result.unmapped[onnx_name] = "no tensor of the artifact holds these values (fused into another op, or computed in another form)"
     return result
+
+
+@dataclass(frozen=True)
+class ArtifactOp:
+    """One op (ncnn layer, TFLite operator) of an artifact: what it reads and writes, by tensor name."""
+
+    name: str
+    type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def ops_between(ops: list[ArtifactOp], tensor: str, stops: set[str]) -> list[ArtifactOp]:
+    """The ops computing ``tensor`` from the ``stops`` (other mapped tensors, graph inputs): the artifact side of a
+    group of fused ONNX nodes. A head whose logits are too small to match by value is in its Softmax's group."""
+    writer = {out: op for op in ops for out in op.outputs}
+    start = writer.get(tensor)
+    if start is None:
+        return []
+    found, stack = {start.name: start}, [start]
+    while stack:
+        for name in stack.pop().inputs:
+            op = writer.get(name)
+            if name not in stops and op is not None and op.name not in found:
+                found[op.name] = op
+                stack.append(op)
+    return [op for op in ops if op.name in found]

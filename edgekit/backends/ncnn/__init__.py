@@ -166,7 +166,7 @@ class NcnnBackend(Backend):
             fp32_model = self._artifact(ctx, param, [weights], "fp32", {})
             fp32_model.path, fp32_model.extra_files = self._keep_fp32(ctx, param, weights)
             param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"], float_layers)
-            kept = {name for name, kind in summary["kept_float_types"].items() if kind in NO_INT8_LAYERS}
+            kept = {name: kind for name, kind in summary["kept_float_types"].items() if kind in NO_INT8_LAYERS}
             if kept:
                 details.setdefault("float_layers", {}).update(no_int8_layers(self, ctx, fp32_model, kept))
             # Gemm layers alone leave the table empty: ncnn quantizes their inputs at run time

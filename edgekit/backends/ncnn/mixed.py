@@ -25,50 +25,60 @@ FEATMASK = 31
 NO_FP16 = (1 << 0) | (1 << 1)  # no fp16 arithmetic; no fp16 storage or packing
 
 
-def layer_groups(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> list[tuple[Layer, list[str], str]]:
-    """(ncnn layer, the ONNX nodes fused into it, the node it is named after) for every layer whose output blob
-    was matched by value to an ONNX tensor of an fp32 ncnn model."""
+def layer_groups(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> list[tuple[list[Layer], list[str], str]]:
+    """(the ncnn layers, the ONNX nodes they compute, the node they are named after) for every blob of an fp32 ncnn
+    model that was matched by value to an ONNX tensor: the layers from the previous matched blobs up to it."""
     from edgekit.debug.graph import Graph
     from edgekit.debug.locate import tensor_map
+    from edgekit.debug.mapping import ArtifactOp, ops_between
 
     graph = Graph(ctx.model)
     samples = ctx.calibration if ctx.calibration is not None else random_samples(ctx.inputs, 2, seed=0)
     mapping = tensor_map(backend, ctx, fp32_model, graph, samples)
-    writer = {top: layer for layer in read_param(fp32_model.path.read_text()) for top in layer.tops}
+    layers = read_param(fp32_model.path.read_text())
+    by_name = {layer.name: layer for layer in layers}
+    ops = [ArtifactOp(layer.name, layer.type, tuple(layer.bottoms), tuple(layer.tops)) for layer in layers if layer.type != "Input"]
     mapped = set(mapping.matches)
-    found: dict[str, tuple[Layer, list[str], str]] = {}
+    blobs = {match.artifact for match in mapping.matches.values()} | {b.artifact_name for b in fp32_model.inputs}
+    found: dict[tuple[str, ...], tuple[list[Layer], list[str], str]] = {}
     for tensor, match in mapping.matches.items():
-        group, layer = graph.group_for(tensor, mapped), writer.get(match.artifact)
-        if group is None or layer is None:
+        group = graph.group_for(tensor, mapped)
+        between = ops_between(ops, match.artifact, blobs - {match.artifact})
+        if group is None or not between:
             continue
+        key = tuple(op.name for op in between)
         nodes = [graph.ids[i] for i in group.nodes]
-        if layer.name in found:  # a blob equal to several ONNX tensors (reshapes of one value): one layer, all their nodes
-            before = found[layer.name]
+        if key in found:  # a blob equal to several ONNX tensors (reshapes of one value): one group, all their nodes
+            before = found[key]
             anchor = before[2] if len(before[1]) >= len(nodes) else graph.ids[group.anchor]
-            found[layer.name] = (layer, before[1] + [n for n in nodes if n not in before[1]], anchor)
+            found[key] = (before[0], before[1] + [n for n in nodes if n not in before[1]], anchor)
         else:
-            found[layer.name] = (layer, nodes, graph.ids[group.anchor])
+            found[key] = ([by_name[name] for name in key], nodes, graph.ids[group.anchor])
     return list(found.values())
 
 
 def float_ncnn_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact) -> tuple[set[str], dict[str, str], list[str]]:
     """For an fp32 ncnn model: the ncnn layers holding ``ctx.float_layers``, ONNX node -> how it is kept float,
     and the nodes no layer could be matched to."""
-    layers: set[str] = set()
+    names: set[str] = set()
     covered: set[str] = set()
     applied: dict[str, str] = {}
-    for layer, nodes, anchor in layer_groups(backend, ctx, fp32_model):
+    for layers, nodes, anchor in layer_groups(backend, ctx, fp32_model):
         if any(node in ctx.float_layers for node in nodes):
-            layers.add(layer.name)
+            names.update(layer.name for layer in layers)
             covered.update(nodes)
-            applied[anchor] = f"kept float: ncnn layer {layer.name} ({layer.type})"
-    return layers, applied, sorted(ctx.float_layers - covered)
+            applied[anchor] = "kept float: ncnn layer(s) " + ", ".join(f"{layer.name} ({layer.type})" for layer in layers)
+    return names, applied, sorted(ctx.float_layers - covered)
 
 
-def no_int8_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact, kept: set[str]) -> dict[str, str]:
-    """ONNX node -> why, for ncnn layers the int8 rewrite keeps float because ncnn has no int8 kernel for them."""
-    return {anchor: f"ncnn int8 has no {layer.type} kernel: ncnn layer {layer.name} keeps float weights ({len(nodes)} ONNX nodes)"
-            for layer, nodes, anchor in layer_groups(backend, ctx, fp32_model) if layer.name in kept}
+def no_int8_layers(backend: Backend, ctx: ConvertContext, fp32_model: Artifact, kept: dict[str, str]) -> dict[str, str]:
+    """ONNX node -> why, for ncnn layers (name -> type) the int8 rewrite keeps float because ncnn has no int8 kernel."""
+    found = {}
+    for layers, nodes, anchor in layer_groups(backend, ctx, fp32_model):
+        for layer in layers:
+            if layer.name in kept:
+                found[anchor] = f"ncnn int8 has no {layer.type} kernel: ncnn layer {layer.name} keeps float weights ({len(nodes)} ONNX nodes)"
+    return found
 
 
 def fp16_except(param: Path, fp32_weights: Path, float_layers: set[str]) -> tuple[str, bytes]:

@@ -64,10 +64,7 @@ class TFLiteBackend(Backend):
     # --- locating a divergence -----------------------------------------------------------------
 
     def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
-        path = artifact.path.resolve()
-        run = run_tool([*TOOL, "tensors", str(path)], path.parent, stage="locate", tool="the TFLite tensor reader",
-                       log_name="tensors.log", timeout=300)
-        listing = run.last_json("locate: listing the TFLite model's tensors")
+        listing = _listing(artifact)
         onnx_names = {listing["outputs"][b.artifact_name]: b.onnx_name for b in artifact.outputs if b.artifact_name in listing.get("outputs", {})}
         return [ArtifactTensor(t["name"], tuple(t["shape"]), onnx_names.get(t["name"])) for t in listing["tensors"]]
 
@@ -218,29 +215,43 @@ def denylisted_ops(backend: Backend, ctx: ConvertContext, twin: Artifact) -> tup
     from edgekit.calibration import random_samples
     from edgekit.debug.graph import Graph
     from edgekit.debug.locate import tensor_map
+    from edgekit.debug.mapping import ArtifactOp, ops_between
 
     graph = Graph(ctx.model)
     samples = ctx.calibration if ctx.calibration is not None else random_samples(ctx.inputs, 2, seed=0)
     mapping = tensor_map(backend, ctx, twin, graph, samples)
+    listing = _listing(twin)
+    ops = [ArtifactOp(op["outputs"][0], op["type"], tuple(op["inputs"]), tuple(op["outputs"])) for op in listing["ops"] if op["outputs"]]
     mapped = set(mapping.matches)
+    stops = {match.artifact for match in mapping.matches.values()} | {name for op in ops if op.type == "QUANTIZE" for name in op.inputs}
     names: dict[str, None] = {}
     applied: dict[str, str] = {}
+    covered: set[str] = set()
 
     def keep(tensor: str, why: str) -> None:
         group = graph.group_for(tensor, mapped)
-        names.setdefault(mapping.matches[tensor].artifact)
-        for index in group.nodes if group else []:
-            applied.setdefault(graph.ids[index], why)
+        for op in ops_between(ops, mapping.matches[tensor].artifact, stops - {mapping.matches[tensor].artifact}):
+            names.update(dict.fromkeys(op.outputs))
+        if group is not None:
+            applied.setdefault(graph.ids[group.anchor], why)
+            covered.update(graph.ids[i] for i in group.nodes)
 
     for tensor in [t for t in graph.float_tensors() if t in mapped]:
         group = graph.group_for(tensor, mapped)
         if group is None or not any(graph.ids[i] in ctx.float_layers for i in group.nodes):
             continue
-        keep(tensor, f"kept float: TFLite op {mapping.matches[tensor].artifact}")
+        keep(tensor, f"kept float: TFLite op(s) writing {mapping.matches[tensor].artifact}")
         for source in group.inputs:
             if source in mapped:
                 keep(source, "kept float: it writes the input of a float layer (TFLite quantizes a tensor where it is written)")
-    return list(names), applied, sorted(ctx.float_layers - set(applied))
+    return list(names), applied, sorted(ctx.float_layers - covered)
+
+
+def _listing(artifact: Artifact) -> dict[str, Any]:
+    """Every tensor the TFLite model's ops write, its ops (inputs, outputs by tensor name), its signature outputs."""
+    path = artifact.path.resolve()
+    run = run_tool([*TOOL, "tensors", str(path)], path.parent, stage="locate", tool="the TFLite tensor reader", log_name="tensors.log", timeout=300)
+    return run.last_json("locate: listing the TFLite model's tensors")
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:

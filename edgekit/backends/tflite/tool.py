@@ -36,9 +36,15 @@ def tensors(path: str) -> dict:
     interpreter = Interpreter(model_path=path)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     written: list[dict] = []
+    ops: list[dict] = []
+
+    def names(indices) -> list[str]:
+        return [details[int(i)]["name"] for i in indices if int(i) in details]
+
     for op in interpreter._get_ops_details():  # private, but what TensorFlow's own QuantizationDebugger reads
         if op["op_name"] == "DELEGATE":
             continue
+        ops.append({"type": op["op_name"], "inputs": names(op["inputs"]), "outputs": names(op["outputs"])})
         for index in op["outputs"]:
             tensor = details.get(int(index))
             if tensor is not None:
@@ -47,7 +53,7 @@ def tensors(path: str) -> dict:
         outputs = {name: details[int(info["index"])]["name"] for name, info in interpreter.get_signature_runner().get_output_details().items()}
     except ValueError:  # no SignatureDef
         outputs = {}
-    return {"tensors": written, "outputs": outputs}
+    return {"tensors": written, "outputs": outputs, "ops": ops}
 
 
 def quantize(saved_model: str, out: str, mode: str, calib: str | None, batch: int, io: str, denylist: list[str] | None = None) -> None:
