@@ -146,7 +146,9 @@ def _debugging(report: dict[str, Any]) -> str:
         summary = (f"first divergence: <code>{_e(first['node'])}</code> ({_e(first['op'])}), {_e(first.get('input_sqnr_db'))} dB in → "
                    f"{_e(first['sqnr_db'])} dB out (tensor <code>{_e(first['output'])}</code>)" if first else
                    f"locate {_e(located.get('status'))}" + (f": {_e(located.get('reason'))}" if located.get("reason") else ""))
-        body.append(f"<p>{summary}</p><div class=sub>{_e(located.get('compared_tensors'))} layers compared by {_e(located.get('method'))} "
+        method = {"named": "reading the artifact's tensors by name", "reconvert": "converting again with extra outputs",
+                  "onnx": "running both ONNX models"}.get(located.get("method"), located.get("method"))
+        body.append(f"<p>{summary}</p><div class=sub>{_e(located.get('compared_tensors'))} layers compared by {_e(method)} "
                     f"on {_e(located.get('samples'))} samples in {_e(located.get('seconds'))} s; {_e(located.get('unmapped_tensors'))} ONNX tensors "
                     f"not mapped (fused or not exposed). {_e(' '.join(located.get('notes') or []))}</div>")
         body.append(f"<figure>{_layers_svg(v)}<figcaption>SQNR of each layer's output against onnxruntime (worst sample); "
