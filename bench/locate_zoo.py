@@ -35,10 +35,21 @@ MODELS = {
     "mtcnn_rnet": ("export/mtcnn_rnet.onnx", "face_crops24-image"),
     "mtcnn_onet": ("export/mtcnn_onet.onnx", "face_crops48-image"),
     "ddddocr_det": ("extracted/ddddocr/ddddocr/common_det.onnx", "text_scenes416-images"),
+    # the onnx wheel's light models (constant weights: op coverage, not accuracy)
+    "light_inception_v1": ("onnx:light_inception_v1.onnx", "imagenet224-data_0"),
+    "light_squeezenet": ("onnx:light_squeezenet.onnx", "imagenet224-data_0"),
 }
 #: the cells that failed verification in the zoo baseline (bench/zoo/BASELINE.md) and that run on this host
 CELLS = ["mtcnn_pnet/arm-ncnn/int8", "mtcnn_rnet/arm-ncnn/int8", "mtcnn_onet/arm-ncnn/int8", "ddddocr_det/android/int8",
-         "mtcnn_rnet/android/int8"]
+         "mtcnn_rnet/android/int8", "light_inception_v1/android/int8", "light_squeezenet/android/fp32"]
+
+
+def _model_path(name: str) -> Path:
+    if name.startswith("onnx:"):
+        import onnx
+
+        return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / name.split(":", 1)[1]
+    return ZOO / name
 
 
 def run(command: list[str], timeout: float = 3600) -> tuple[int, dict | None, str, float]:
@@ -137,7 +148,7 @@ def main() -> int:
     for cell in args.cells:
         name, target, precision = cell.split("/")
         onnx_file, data = MODELS[name]
-        model, folder = ZOO / onnx_file, ZOO / "data" / data
+        model, folder = _model_path(onnx_file), ZOO / "data" / data
         if not model.is_file():
             print(f"{cell}: {model} missing (run python bench/zoo.py first)", file=sys.stderr)
             continue
