@@ -42,11 +42,14 @@ class Round:
     attempt: Attempt
     seconds: float
     located: LocateResult | None = None
+    parameters_in_float: float = 0.0  # what the backend really kept float (it may add layers: TFLite's writers)
+    over_budget: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         first = self.located.first_divergence if self.located is not None else None
         return {"round": self.index, "added": self.added, "float_layers": len(self.attempt.applied or self.attempt.float_layers),
                 "status": self.attempt.status, "min_sqnr_db": self.attempt.min_sqnr_db, "artifact_bytes": self.attempt.size_bytes,
+                "parameters_in_float": round(self.parameters_in_float, 4), "over_budget": self.over_budget,
                 "seconds": self.seconds, "first_divergence": first.summary() if first is not None else None}
 
 
@@ -100,7 +103,12 @@ def run_fallback(graph: Graph, first: Attempt, first_located: LocateResult, *, b
             break
         started = time.perf_counter()
         attempt = measure(frozenset(floats))
-        rounds.append(Round(index, added, attempt, round(time.perf_counter() - started, 3)))
+        used = param_fraction(graph, floats | set(attempt.applied))
+        rounds.append(Round(index, added, attempt, round(time.perf_counter() - started, 3), parameters_in_float=used,
+                            over_budget=used > budget + 1e-12))
+        if rounds[-1].over_budget:
+            stopped = "budget"  # the backend kept more in float than asked (the writers of float layers' inputs)
+            break
         if attempt.passed:
             stopped = "passed"
             break
@@ -133,11 +141,12 @@ def _candidates(located: LocateResult, floats: set[str], eligible: Callable[[Lay
 
 
 def _best(rounds: list[Round]) -> Round:
-    """The passing round with the fewest float layers, else the one whose outputs came closest."""
-    passing = [r for r in rounds if r.attempt.passed]
+    """The first passing round within the budget, else the one within it whose outputs came closest."""
+    allowed = [r for r in rounds if not r.over_budget]
+    passing = [r for r in allowed if r.attempt.passed]
     if passing:
         return passing[0]
-    return max(rounds, key=lambda r: r.attempt.min_sqnr_db if r.attempt.min_sqnr_db is not None and not math.isnan(r.attempt.min_sqnr_db) else -math.inf)
+    return max(allowed, key=lambda r: r.attempt.min_sqnr_db if r.attempt.min_sqnr_db is not None and not math.isnan(r.attempt.min_sqnr_db) else -math.inf)
 
 
 def _db(value: float | None) -> str:
