@@ -76,8 +76,9 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
     outcome.stages.append(locate_stage(located, timer.seconds))
     final_located = located
     can_fall_back = ctx.precision in backend.float_layer_precisions
-    ran = bool(primary.outputs)  # a runtime that failed to load or run gives no numbers to rank layers by
-    if primary.status == "failed" and mode == "auto" and can_fall_back and ran and located.layers:
+    # the layers are ranked by locate's numbers, so a runtime that refused the artifact (XNNPACK) is no obstacle
+    # as long as locate could read its layers (without the delegate); each round is verified as the build is
+    if primary.status == "failed" and mode == "auto" and can_fall_back and located.layers:
         graph = Graph(ctx.model)
         with _Timer() as fallback_timer:
             result = _fall_back(request, graph, located, budget)
@@ -95,7 +96,6 @@ def debug_build(request: DebugRequest) -> DebugOutcome:
         outcome.quantization = _quantization(ctx.precision, mode, budget, outcome.artifact, forced, ctx.model, graph, result, located, final_located)
     elif primary.status == "failed" and mode == "auto" and outcome.quantization is not None:
         outcome.quantization["fallback_skipped"] = (f"the {backend.name} backend has no per-layer fallback for {ctx.precision}" if not can_fall_back
-                                                    else "the artifact did not run, so there are no numbers to rank layers by" if not ran
                                                     else "no layer could be compared, so none could be ranked")
     attach(request.primary(outcome.verifications), final_located)
     return outcome
