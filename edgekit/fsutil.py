@@ -102,6 +102,14 @@ def copy_item(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def remove_item(path: Path) -> None:
+    """Remove a file or a folder; nothing if it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def atomic_copy(source: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
         copy_item(source, tmp)

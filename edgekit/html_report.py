@@ -4,6 +4,7 @@ rendered from the report dict, so it shows exactly what edgekit-report.json says
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,88 @@ def _latency_histogram(latency: dict[str, Any]) -> str:
     markers = {k: float(latency[k]) for k in ("p50", "p90", "p99") if isinstance(latency.get(k), (int, float))}
     svg = _bars_svg([float(c) for c in counts], labels, "latency distribution", markers=markers, marker_scale=(low, low + bins * width))
     return f"<figure>{svg}<figcaption>latency of {len(times)} timed runs (ms), after {latency.get('warmup', '?')} warm-up runs</figcaption></figure>"
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}.get(value) if isinstance(value, str) else None
+
+
+def _layers_svg(verification: dict[str, Any], width: int = 960, height: int = 240) -> str:
+    """The per-layer SQNR curve (topological order), the tolerance, and the first divergent layer."""
+    layers = verification.get("layers") or []
+    if not layers:
+        return ""
+    values = [_number_or_none(layer.get("sqnr_db")) for layer in layers]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    tolerance = _number_or_none((verification.get("tolerances") or {}).get("min_sqnr_db"))
+    top = max([*finite, tolerance or 0.0, 10.0]) * 1.08
+    left, bottom, plot_h = 40, height - 26, height - 46
+    step = (width - left - 10) / max(len(values), 1)
+
+    def y(value: float) -> float:
+        return bottom - plot_h * min(max(value, 0.0), top) / top
+
+    first = (verification.get("first_divergence") or {}).get("output")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="SQNR per layer">',
+             f'<line x1="{left}" y1="{bottom}" x2="{width - 4}" y2="{bottom}" stroke="#8c959f"/>',
+             f'<text x="2" y="{y(top / 1.08) + 4:.1f}" font-size="11" fill="#59636e">{top / 1.08:.0f} dB</text>',
+             f'<text x="2" y="{bottom}" font-size="11" fill="#59636e">0 dB</text>']
+    if tolerance is not None:
+        parts.append(f'<line x1="{left}" y1="{y(tolerance):.1f}" x2="{width - 4}" y2="{y(tolerance):.1f}" stroke="#9a6700" stroke-dasharray="4,3"/>'
+                     f'<text x="{width - 120}" y="{y(tolerance) - 4:.1f}" font-size="10" fill="#9a6700">tolerance {tolerance:g} dB</text>')
+    points = []
+    for i, (layer, value) in enumerate(zip(layers, values, strict=True)):
+        x = left + (i + 0.5) * step
+        broken = value is None or not math.isfinite(value) and value != math.inf
+        shown = 0.0 if broken else (top if value == math.inf else value)
+        colour = "#cf222e" if broken or (tolerance is not None and shown < tolerance) else "#0969da"
+        points.append(f"{x:.1f},{y(shown):.1f}")
+        parts.append(f'<circle cx="{x:.1f}" cy="{y(shown):.1f}" r="3" fill="{colour}"><title>{_e(layer["node"])} ({_e(layer.get("op"))}): '
+                     f'{_e(layer.get("sqnr_db"))} dB, input {_e(layer.get("input_sqnr_db"))} dB</title></circle>')
+        if layer.get("output") == first:
+            parts.append(f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{bottom}" stroke="#cf222e" stroke-dasharray="3,2"/>'
+                         f'<text x="{min(x + 3, width - 200):.1f}" y="14" font-size="11" fill="#cf222e">first divergence: {_e(layer["node"])}</text>')
+    parts.insert(4, f'<polyline points="{" ".join(points)}" fill="none" stroke="#0969da" stroke-width="1"/>')
+    parts.append(f'<text x="{left}" y="{height - 6}" font-size="10" fill="#59636e">layers in topological order ({len(layers)})</text></svg>')
+    return "".join(parts)
+
+
+def _debugging(report: dict[str, Any]) -> str:
+    """Where the artifact leaves onnxruntime, and what per-layer fallback kept in float."""
+    v = report["verification"]
+    located = v.get("locate") or {}
+    first = v.get("first_divergence")
+    body = []
+    if located:
+        summary = (f"first divergence: <code>{_e(first['node'])}</code> ({_e(first['op'])}), {_e(first.get('input_sqnr_db'))} dB in → "
+                   f"{_e(first['sqnr_db'])} dB out (tensor <code>{_e(first['output'])}</code>)" if first else
+                   f"locate {_e(located.get('status'))}" + (f": {_e(located.get('reason'))}" if located.get("reason") else ""))
+        method = {"named": "reading the artifact's tensors by name", "reconvert": "converting again with extra outputs",
+                  "onnx": "running both ONNX models"}.get(located.get("method"), located.get("method"))
+        body.append(f"<p>{summary}</p><div class=sub>{_e(located.get('compared_tensors'))} layers compared by {_e(method)} "
+                    f"on {_e(located.get('samples'))} samples in {_e(located.get('seconds'))} s; {_e(located.get('unmapped_tensors'))} ONNX tensors "
+                    f"not mapped (fused or not exposed). {_e(' '.join(located.get('notes') or []))}</div>")
+        body.append(f"<figure>{_layers_svg(v)}<figcaption>SQNR of each layer's output against onnxruntime (worst sample); "
+                    "red: below the tolerance or not finite</figcaption></figure>" if v.get("layers") else "")
+    quantization = report.get("quantization") or {}
+    floats = quantization.get("float_layers") or []
+    if floats:
+        rows = "".join(f"<tr><td><code>{_e(f['node'])}</code></td><td>{_e(f.get('op') or '')}</td><td>{_e(f['reason'])}</td>"
+                       f"<td class=n>{_num(f.get('sqnr_gain_db'))}</td></tr>" for f in floats)
+        body.append(f"<p>{_e(quantization['requested'])} requested, {_e(quantization['applied'])} built: {len(floats)} layers kept float, "
+                    f"size cost {int(quantization.get('size_cost_bytes') or 0):+,} bytes</p>"
+                    f"<table><tr><th>node</th><th>op</th><th>why</th><th>SQNR gain dB</th></tr>{rows}</table>")
+    rounds = quantization.get("rounds") or []
+    if rounds:
+        rows = "".join(f"<tr><td class=n>{r['round']}</td><td>{_e(', '.join(r.get('added') or []))}</td><td class=n>{r['float_layers']}</td>"
+                       f"<td>{_e(r['status'])}</td><td class=n>{_num(r.get('min_sqnr_db'))}</td><td class=n>{r['artifact_bytes']:,}</td>"
+                       f"<td>{_e((r.get('first_divergence') or {}).get('node') or '')}</td></tr>" for r in rounds)
+        body.append(f"<p>per-layer fallback: {len(rounds) - 1} rounds, stopped: {_e(quantization.get('stopped'))}</p>"
+                    "<table><tr><th>round</th><th>added</th><th>float nodes</th><th>verification</th><th>min SQNR dB</th><th>bytes</th>"
+                    f"<th>first divergence</th></tr>{rows}</table>")
+    return f"<h2>Layers</h2>{''.join(body)}" if body else ""
 
 
 def _stages(stages: list[dict[str, Any]]) -> str:
@@ -181,6 +264,7 @@ def render(report: dict[str, Any]) -> str:
 <div class="sub">tolerances: {_e(', '.join(f'{k} {val}' for k, val in (v.get('tolerances') or {}).items()))}</div>
 {_verification_table(v) or '<p>No outputs were compared: ' + _e(v.get('reason') or 'verification did not run') + '</p>'}
 <div class="charts">{''.join(_error_histogram(o) for o in v.get('outputs', []))}</div>
+{_debugging(report)}
 <h2>Latency{EMULATED_LATENCY_NOTE if latency.get('emulated') else ''}</h2><div class="charts">{_latency_histogram(latency) or '<p>not measured</p>'}</div>
 <h2>Where it ran</h2>{_devices(report)}
 </body></html>

@@ -21,8 +21,9 @@ from edgekit import __version__, cache
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet
+from edgekit.debug.session import DebugRequest, debug_build, fallback_mode
 from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
-from edgekit.fsutil import atomic_write_text, copy_item, sha256_tree, size_of, sweep_stale, temp_folder
+from edgekit.fsutil import atomic_write_text, copy_item, remove_item, sha256_tree, size_of, sweep_stale, temp_folder
 from edgekit.modelio import save_model
 from edgekit.names import sanitize
 from edgekit.prepare import prepare, refuse_blocking
@@ -193,6 +194,7 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
     # builds made on a device are never served from the cache; one made here may depend on this machine (TensorRT)
     settings["build_host"] = None if transports else backend.build_host_identity()
     settings.update(_real_export_settings(options))
+    settings["locate"], settings["fallback"] = options.locate, fallback_mode(profile, options, precision)
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     try:
@@ -302,18 +304,34 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     ctx = ConvertContext(model_path=model_file, model=named, inputs=names.specs(loaded.inputs), outputs=names.specs(loaded.outputs),
                          profile=profile, precision=precision, calibration=calibration.renamed(names.tensors) if calibration else None,
                          work_dir=work_dir, artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
-                         build_host=build_host, log=run.progress.message)
+                         build_host=build_host, log=run.progress.message, shared_dir=work_dir,
+                         fallback_budget=_fallback_budget(profile, options, precision))
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     artifact.inputs, artifact.outputs = names.restore(artifact.inputs), names.restore(artifact.outputs)
     for record in ctx.stages:
         run.add(record)
 
-    artifact = _stage(artifact, work_dir / STAGING)
-    files = [artifact.path, *artifact.extra_files]
+    staging = work_dir / STAGING
+    staging.mkdir()
+    artifact = install_artifact(artifact, staging)
     verifications, device_error = _verify(artifact, backend, profile, precision, samples, references, options, run, transports)
+
+    def verify_candidate(candidate: Artifact) -> tuple[list[VerificationResult], EdgekitError | None]:
+        # a fallback round's artifact, converted from the renamed model: its bindings get the user's names back too
+        candidate.inputs, candidate.outputs = names.restore(candidate.inputs), names.restore(candidate.outputs)
+        return _verify(candidate, backend, profile, precision, samples, references, options, _Run(SilentProgress()), transports)
+
+    debugged = debug_build(DebugRequest(
+        backend, ctx, profile, options, artifact, verifications, device_error, samples, profile.tolerance_for(precision), transports,
+        verify=verify_candidate,
+        install=lambda candidate, installed: install_artifact(candidate, staging, replacing=installed), primary=primary_result))
+    for record in debugged.stages:
+        run.add(record)
+    artifact, verifications, device_error = debugged.artifact, debugged.verifications, debugged.device_error
     for result in verifications:
         result.calibration_samples = prepared.calibration_samples
+    files = [artifact.path, *artifact.extra_files]
     report = BuildReport(
         edgekit_version=__version__,
         target=profile.name,
@@ -336,18 +354,30 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         sanitized_names=names.report(loaded.inputs, loaded.outputs),
         **prepared.report_keys(),
+        quantization=debugged.quantization,
     )
     return report, device_error
 
 
-def _stage(artifact: Artifact, staging: Path) -> Artifact:
-    """Copy the artifact's files into the staging folder under their final names; verification runs on these copies."""
-    staging.mkdir()
-    placed = []
-    for file in [artifact.path, *artifact.extra_files]:
-        copy_item(file, staging / file.name)
-        placed.append(staging / file.name)
-    return dataclasses.replace(artifact, path=placed[0], extra_files=placed[1:])
+def _fallback_budget(profile: TargetProfile, options: BuildOptions, precision: str) -> float | None:
+    mode, budget = fallback_mode(profile, options, precision)
+    return budget if mode == "auto" else None
+
+
+def install_artifact(artifact: Artifact, folder: Path, replacing: Artifact | None = None) -> Artifact:
+    """Copy the artifact's files into ``folder`` (the staging folder: verification runs on these copies, publishing
+    renames them into place) under their final names; files of ``replacing`` it does not have are removed."""
+    installed = []
+    for source in (artifact.path, *artifact.extra_files):
+        target = folder / source.name
+        if source.resolve() != target.resolve():
+            remove_item(target)  # a fallback round's file replaces the one before it
+            copy_item(source, target)
+        installed.append(folder / source.name)
+    for stale in (replacing.path, *replacing.extra_files) if replacing is not None else ():
+        if stale not in installed:
+            remove_item(stale)
+    return dataclasses.replace(artifact, path=installed[0], extra_files=installed[1:])
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,

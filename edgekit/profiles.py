@@ -78,6 +78,10 @@ def override_tolerance(base: Tolerance, overrides: list[str] | tuple[str, ...], 
     return dataclasses.replace(base, **changes)
 
 
+#: default share of a model's parameters per-layer fallback may keep in float: with int8 weights a quarter in
+#: fp32 makes the artifact at most 1.75x the all-int8 size (0.75 + 0.25 * 4), still under half of fp32
+DEFAULT_FALLBACK_BUDGET = 0.25
+
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     # max_gain_error from the real-model zoo (docs/verification.md, bench/tolerances.py): correct artifacts measured
     # |gain - 1| <= 1e-6 (fp32), 0.0011 (fp16), 0.088 (int8); each band leaves a wide margin over that and is tighter
@@ -130,6 +134,10 @@ class TargetProfile:
     fix_inputs: dict[str, Any] = field(default_factory=dict)  # input name -> value frozen before simplification
     checks: dict[str, dict[str, float]] = field(default_factory=dict)  # output name -> {"top1": min, "top5": min}
     source: Path | None = None
+    #: [fallback]: precisions built with per-layer precision fallback by default (--fallback auto), and its
+    #: budget (fraction of the model's parameters that may stay float; --fallback-budget)
+    fallback_precisions: tuple[str, ...] = ()
+    fallback_budget: float = DEFAULT_FALLBACK_BUDGET
 
     def tolerance_for(self, precision: str) -> Tolerance:
         return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])
@@ -159,6 +167,7 @@ class TargetProfile:
             "hardware": dict(self.hardware),
             "fix_inputs": dict(self.fix_inputs),
             "checks": {k: dict(v) for k, v in self.checks.items()},
+            "fallback": {"precisions": list(self.fallback_precisions), "budget": self.fallback_budget},
             "source": str(self.source) if self.source else None,
         }
 
@@ -233,7 +242,7 @@ def _numbers(length: int | None = None, positive: bool = False) -> Callable[[Any
 
 TOP_KEYS = {
     "name", "description", "backend", "default_precision", "precisions", "static_shapes", "aliases",
-    "note", "preprocessing", "tolerances", "latency", "backend_options", "hardware", "fix_inputs", "checks",
+    "note", "preprocessing", "tolerances", "latency", "backend_options", "hardware", "fix_inputs", "checks", "fallback",
 }
 
 
@@ -275,6 +284,8 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
 
     latency = v.get(data, "latency", dict, "", default={})
     v.check_keys(latency, {"warmup", "runs"}, "latency.")
+    fallback = v.get(data, "fallback", dict, "", default={})
+    v.check_keys(fallback, {"precisions", "budget"}, "fallback.")
     profile = TargetProfile(
         name=name,
         description=v.get(data, "description", str, "", default=""),
@@ -293,6 +304,10 @@ def parse_profile(data: dict[str, Any], source: Path) -> TargetProfile:
         fix_inputs=_fix_inputs(v, v.get(data, "fix_inputs", dict, "", default={})),
         checks=_checks(v, v.get(data, "checks", dict, "", default={})),
         source=source,
+        fallback_precisions=tuple(v.get(fallback, "precisions", list, "fallback.", default=[],
+                                        check=lambda ps: None if all(p in PRECISIONS for p in ps) else f"entries must be among {', '.join(PRECISIONS)}; got {ps!r}")),
+        fallback_budget=float(v.get(fallback, "budget", (int, float), "fallback.", default=DEFAULT_FALLBACK_BUDGET,
+                                    check=lambda b: None if 0 <= b <= 1 else f"must be a fraction in [0, 1]; got {b}")),
     )
     profile.options  # noqa: B018  (parses and checks backend_options now, naming the file and key)
     return profile

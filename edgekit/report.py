@@ -71,6 +71,9 @@ def verification_from_dict(verification: dict[str, Any]) -> VerificationResult:
         fault=verification.get("fault"),
         calibration_samples=verification.get("calibration_samples", 0),
         checks=verification.get("checks", []),
+        first_divergence=verification.get("first_divergence"),
+        layers=list(verification.get("layers") or []),
+        locate=verification.get("locate"),
     )
 
 
@@ -103,4 +106,5 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         shapes_from_data=data.get("shapes_from_data") or {},
         dequantized=data.get("dequantized"),
         sanitized_names=data.get("sanitized_names"),
+        quantization=data.get("quantization"),
     )

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.backends import get_backend
+from edgekit.calibration import SampleSet
 from edgekit.errors import DeviceError, InputError
 from edgekit.fsutil import sha256_tree
 from edgekit.modelio import LoadedModel, apply_input_shapes, load_model
 from edgekit.prepare import samples_from_source
-from edgekit.profiles import override_tolerance, resolve_target
+from edgekit.profiles import TargetProfile, Tolerance, override_tolerance, resolve_target
 from edgekit.reference import run_reference
 from edgekit.report import load_report, report_from_dict
 from edgekit.transport.base import Transport
@@ -87,8 +89,22 @@ def _declared_checks(verification: dict) -> dict[str, dict[str, float]]:
     return checks
 
 
-def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None,
-             tolerance_overrides: list[str] | tuple[str, ...] = ()) -> tuple[BuildReport, DeviceError | None]:
+@dataclass
+class ExistingBuild:
+    """A build folder read back: its report, the artifact (sha256 checked), the source model (shaped as built), and
+    the samples and tolerance it was verified with."""
+
+    data: dict
+    folder: Path
+    artifact: Artifact
+    source: Path
+    loaded: LoadedModel
+    profile: TargetProfile
+    samples: SampleSet
+    tolerance: Tolerance
+
+
+def load_build(path: Path, model: Path | None = None, tolerance_overrides: list[str] | tuple[str, ...] = ()) -> ExistingBuild:
     report_path = _report_path(path)
     data = load_report(report_path)
     folder = report_path.parent
@@ -103,8 +119,16 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     verification = data["verification"]
     samples = samples_from_source(verification.get("input_source") or "random(seed=0)", int(verification.get("samples") or 8),
                                   loaded.inputs, profile.preprocessing)
-    references = run_reference(loaded.proto, samples)
     tolerance = override_tolerance(profile.tolerance_for(data["precision"]), tolerance_overrides, data["precision"])
+    return ExistingBuild(data, folder, artifact, source, loaded, profile, samples, tolerance)
+
+
+def reverify(path: Path, transports: list[Transport] | None = None, model: Path | None = None,
+             tolerance_overrides: list[str] | tuple[str, ...] = ()) -> tuple[BuildReport, DeviceError | None]:
+    build = load_build(path, model, tolerance_overrides)
+    data, folder, artifact, profile, samples, tolerance = build.data, build.folder, build.artifact, build.profile, build.samples, build.tolerance
+    verification = data["verification"]
+    references = run_reference(build.loaded.proto, samples)
     backend = get_backend(data["backend"], profile)
     latency = data["verification"].get("latency_ms") or {}
     for place in transports or []:

@@ -54,6 +54,9 @@ class BuildOptions:
     fix_inputs: dict[str, Any] = field(default_factory=dict)  # --fix-input NAME=VALUE (over the profile's [fix_inputs])
     dequantize: bool = False  # --dequantize: rewrite onnxruntime-only quantized ops to float instead of refusing
     checks: dict[str, dict[str, float]] = field(default_factory=dict)  # --check NAME=top1:0.99 (over the profile's [checks])
+    locate: bool = False  # locate the first divergent layer even when verification passes (always done when it fails)
+    fallback: str | None = None  # "auto" | "none"; None: the profile's [fallback] default for the precision
+    fallback_budget: float | None = None  # fraction of the parameters that may stay float; None: the profile's
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ class VerificationResult:
     fault: dict[str, Any] | None = None
     calibration_samples: int = 0  # how many samples calibration used (none of them is among the verification samples)
     checks: list[dict[str, Any]] = field(default_factory=list)  # declared top-k checks that ran: output, metric, min, value, passed
+    # where the artifact leaves onnxruntime (edgekit.debug.locate): the first layer below the tolerance,
+    # the per-layer SQNR curve in topological order, and how it was measured
+    first_divergence: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    locate: dict[str, Any] | None = None
 
     @classmethod
     def skipped(cls, reason: str, where: Literal["host", "device", "emulated"] = "host", **extra: Any) -> VerificationResult:
@@ -198,6 +206,9 @@ class VerificationResult:
             "fault": self.fault,
             "calibration_samples": self.calibration_samples,
             "checks": self.checks,
+            "first_divergence": self.first_divergence,
+            "layers": self.layers,
+            "locate": self.locate,
         }
 
 
@@ -228,6 +239,7 @@ class BuildReport:
     shapes_from_data: dict[str, list[int]] = field(default_factory=dict)  # dynamic dims fixed from the sample data's shape
     dequantized: dict[str, Any] | None = None  # --dequantize: ops rewritten to float and the check against onnxruntime
     sanitized_names: dict[str, Any] | None = None  # names rewritten for the converters (io: user's name -> model's)
+    quantization: dict[str, Any] | None = None  # what was asked and what was built, layers kept float (edgekit.debug)
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -260,4 +272,5 @@ class BuildReport:
             "shapes_from_data": self.shapes_from_data,
             "dequantized": self.dequantized,
             "sanitized_names": self.sanitized_names,
+            "quantization": self.quantization,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,28 +59,22 @@ def output_mismatch(model_outputs: list[str], bindings: list[IOBinding]) -> str 
     return "; ".join(problems) or None
 
 
-def verify_artifact(
-    artifact: Artifact,
-    samples: SampleSet,
-    references: list[dict[str, np.ndarray]],
-    tolerance: Tolerance,
-    transport: Transport,
-    *,
-    warmup: int,
-    runs: int,
-    options: dict | None = None,
-    checks: dict[str, dict[str, float]] | None = None,
-) -> VerificationResult:
-    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``.
-    ``checks``: declared top-k minima per output name ({"logits": {"top1": 0.99}})."""
-    where = transport.where
-    base = {"where": where, "device": transport.device_name, "samples": samples.count,
-            "input_source": samples.source, "tolerances": tolerance.to_dict(), **transport.report_fields()}
-    mismatch = output_mismatch(list(references[0]) if references else [], artifact.outputs)
-    if mismatch:
-        return VerificationResult(status="failed", reason=f"the artifact's outputs do not match the model's: {mismatch}",
-                                  runtime=artifact.runtime, **base)
-    warmup, runs = transport.latency_plan(warmup, runs)
+@dataclass
+class RunnerResult:
+    """What the device runner returned: the artifact's raw outputs (``s{sample}_o{k}``) and its timings,
+    or why it did not run (``exit_code`` non-zero, with the runner's error kind and message)."""
+
+    produced: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    exit_code: int = 0
+    error_kind: str = ""
+    error: str = ""
+
+
+def run_artifact(artifact: Artifact, samples: SampleSet, transport: Transport, *, warmup: int, runs: int,
+                 options: dict | None = None) -> RunnerResult:
+    """Upload artifact, inputs and runner; run every sample; bring the outputs (``artifact.outputs``, in the
+    artifact's layout) back. A timeout or unreadable results raise DeviceError."""
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch_text:
         scratch = Path(scratch_text)
         io = {
@@ -115,14 +110,9 @@ def verify_artifact(
             if result.signal == "ALRM":
                 raise DeviceError(f"the run did not finish within {transport.run_timeout:.0f} s and was killed {transport.place}",
                                   hint="raise run_timeout (devices.toml), or check the model for a hang")
-            if result.exit_code == EXIT_MISSING:
-                _, message = script_error(result.stderr)
-                return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {transport.place}: {message}", **base)
             if result.exit_code != 0:
-                # The artifact would not load or run: a verdict on the artifact, not a transport fault.
                 kind, message = script_error(result.stderr)
-                return VerificationResult(status="failed", reason=f"the runtime failed {transport.place} ({kind}, exit {result.exit_code}): {message}",
-                                          runtime=artifact.runtime, **base)
+                return RunnerResult(exit_code=result.exit_code, error_kind=kind, error=message)
             transport.download("outputs.npz", scratch / "outputs.npz")
             transport.download("timings.json", scratch / "timings.json")
         try:
@@ -131,6 +121,39 @@ def verify_artifact(
                 produced = {key: archive[key] for key in archive.files}
         except (ValueError, OSError) as exc:
             raise DeviceError(f"the runner's results could not be read back: {exc}") from None
+    return RunnerResult(produced, timings)
+
+
+def verify_artifact(
+    artifact: Artifact,
+    samples: SampleSet,
+    references: list[dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    transport: Transport,
+    *,
+    warmup: int,
+    runs: int,
+    options: dict | None = None,
+    checks: dict[str, dict[str, float]] | None = None,
+) -> VerificationResult:
+    """Upload artifact, inputs and runner; run; compare. Runtime-missing becomes ``skipped``.
+    ``checks``: declared top-k minima per output name ({"logits": {"top1": 0.99}})."""
+    where = transport.where
+    base = {"where": where, "device": transport.device_name, "samples": samples.count,
+            "input_source": samples.source, "tolerances": tolerance.to_dict(), **transport.report_fields()}
+    mismatch = output_mismatch(list(references[0]) if references else [], artifact.outputs)
+    if mismatch:
+        return VerificationResult(status="failed", reason=f"the artifact's outputs do not match the model's: {mismatch}",
+                                  runtime=artifact.runtime, **base)
+    warmup, runs = transport.latency_plan(warmup, runs)
+    ran_artifact = run_artifact(artifact, samples, transport, warmup=warmup, runs=runs, options=options)
+    if ran_artifact.exit_code == EXIT_MISSING:
+        return VerificationResult.skipped(f"runtime '{artifact.runtime}' is not available {transport.place}: {ran_artifact.error}", **base)
+    if ran_artifact.exit_code != 0:
+        # The artifact would not load or run: a verdict on the artifact, not a transport fault.
+        return VerificationResult(status="failed", runtime=artifact.runtime, **base,
+                                  reason=f"the runtime failed {transport.place} ({ran_artifact.error_kind}, exit {ran_artifact.exit_code}): {ran_artifact.error}")
+    produced, timings = ran_artifact.produced, ran_artifact.timings
 
     outputs, ran = [], []
     checks = checks or {}

@@ -78,6 +78,7 @@ def test_builtin_backends_declare_every_ability(name):
     assert cls is not None and issubclass(cls, Backend)
     backend = get_backend(name)
     for attribute in ("name", "extra", "runtime", "Options", "tool_distributions", "unsupported_ops", "supports_shape_ranges",
-                      "float_layer_precisions", "intermediate_outputs"):
+                      "float_layer_precisions", "intermediate_outputs", "float_layer_ops", "float_only_layers", "artifact_tensors",
+                      "probe_options", "float_twin"):
         assert hasattr(backend, attribute), f"{name} lacks {attribute}"
     assert backend.name == name and callable(backend.convert)

@@ -146,9 +146,9 @@ def test_already_int8_and_unwalkable_layers_are_refused():
     int8 = read_param("7767517\n1 2\nConvolution c 1 1 a b 0=1 1=1 6=1 8=2\n")
     with pytest.raises(NcnnFormatError, match="already int8"):
         split_weights(int8, struct.pack("<I", TAG_INT8) + b"\1\0\0\0")
-    attention = read_param("7767517\n1 2\nMultiHeadAttention m 1 1 a b 0=4 1=1 2=16\n")
-    with pytest.raises(NcnnFormatError, match="does not walk the weights of ncnn MultiHeadAttention"):
-        split_weights(attention, _fp32_blob([0.0] * 16))
+    deformable = read_param("7767517\n1 2\nDeformableConv2D l 1 1 a b 0=4 1=3\n")
+    with pytest.raises(NcnnFormatError, match="does not walk the weights of ncnn DeformableConv2D"):
+        split_weights(deformable, _fp32_blob([0.0] * 16))
 
 
 def test_recurrent_layer_weights_are_walked():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from edgekit.backends.base import Backend, BuildHost, ConvertContext
+from edgekit.backends.base import ArtifactTensor, Backend, BuildHost, ConvertContext
 from edgekit.errors import BackendUnavailable
 from edgekit.profiles import TargetProfile
 
@@ -46,4 +46,4 @@ def get_backend(name: str, profile: TargetProfile | None = None) -> Backend:
     return cls()
 
 
-__all__ = ["Backend", "BuildHost", "ConvertContext", "backend_class", "get_backend", "register", "registered"]
+__all__ = ["ArtifactTensor", "Backend", "BuildHost", "ConvertContext", "backend_class", "get_backend", "register", "registered"]

@@ -8,6 +8,7 @@ declares what it can do on :class:`Backend` (every ability has a default here, s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,6 +44,15 @@ class BuildHost:
     allow_foreign_gpu: bool = False
 
 
+@dataclass(frozen=True)
+class ArtifactTensor:
+    """A tensor inside a built artifact that its runtime can return by name (for locating a divergence)."""
+
+    name: str
+    shape: tuple[int, ...] | None = None
+    output_of: str | None = None  # the ONNX graph output it is (through the artifact's output bindings)
+
+
 @dataclass
 class ConvertContext:
     model_path: Path  # the simplified, shape-fixed ONNX model
@@ -56,8 +66,16 @@ class ConvertContext:
     artifact_stem: str
     options: Any = None  # the backend's typed Options, parsed from the profile
     source_path: Path | None = None  # the user's model, before shapes were fixed and the graph simplified
-    #: ONNX node names to keep in float (fp32 for fp16 builds); honoured for precisions in Backend.float_layer_precisions
+    #: ONNX nodes (edgekit.debug.graph.node_id names) to keep in float (fp32 for fp16 builds); honoured for
+    #: precisions in Backend.float_layer_precisions. A backend records what it really kept float, by ONNX node,
+    #: in ``Artifact.details["float_layers"]`` (node -> why)
     float_layers: frozenset[str] = frozenset()
+    #: a folder shared by every conversion of one build (the float twin, fallback rounds): a backend may keep
+    #: results there that do not depend on the precision (onnx2tf's SavedModel, tensor maps); None: work_dir
+    shared_dir: Path | None = None
+    #: for backends whose conversion checks a host-side stand-in before building (TensorRT's QDQ model): run
+    #: per-layer fallback there too, within this share of the parameters; None: off (--fallback none)
+    fallback_budget: float | None = None
     build_host: BuildHost = field(default_factory=BuildHost)
     stages: list[StageRecord] = field(default_factory=list)
     log: Callable[[str], None] = lambda message: None
@@ -84,8 +102,10 @@ class Backend(ABC):
     supports_shape_ranges: ClassVar[bool] = False
     #: precisions for which convert() honours ConvertContext.float_layers (per-layer precision fallback)
     float_layer_precisions: ClassVar[frozenset[str]] = frozenset()
-    #: how the tensors inside a built artifact can be read to locate a divergence: "reconvert" means converting
-    #: again with the wanted ONNX tensors added as graph outputs (works for every backend)
+    #: how the tensors inside a built artifact can be read to locate a divergence: "named" means the runtime
+    #: returns any tensor of the artifact by name (artifact_tensors() lists them; a float twin maps them to ONNX
+    #: tensors by value); "reconvert" means converting again with the wanted ONNX tensors added as graph outputs
+    #: (works for every backend, at the price of a conversion); "none" means it cannot be done
     intermediate_outputs: ClassVar[str] = "reconvert"
 
     def options(self, profile: TargetProfile) -> BackendOptions:
@@ -121,6 +141,11 @@ class Backend(ABC):
         """ONNX nodes this backend cannot build at ``precision`` and keeps in float by itself (node name -> why)."""
         return {}
 
+    def float_layer_ops(self, precision: str) -> frozenset[str] | None:
+        """ONNX op types whose nodes change when kept in float at ``precision`` (None: any op); per-layer
+        fallback only ranks layers holding one of them."""
+        return None
+
     @abstractmethod
     def convert(self, ctx: ConvertContext) -> Artifact:
         """Write the artifact into ``ctx.work_dir`` and return it; record stages on ``ctx``."""
@@ -133,3 +158,24 @@ class Backend(ABC):
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         """Options passed to the remote runtime for this artifact (threads, runtime flags)."""
         return {}
+
+    # --- locating a divergence (edgekit/debug) ------------------------------------------------
+
+    def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
+        """For ``intermediate_outputs == "named"``: the tensors the runtime can return, in execution order."""
+        return []
+
+    def probe_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        """Runner options for reading the named tensors of :meth:`artifact_tensors` (default: the usual ones)."""
+        return self.runner_options(artifact, profile)
+
+    def float_twin(self, ctx: ConvertContext, artifact: Artifact) -> Artifact:
+        """The same conversion at fp32: same graph, same tensor names, float values. Locating matches its
+        tensors to ONNX tensors by value, then reads the same names from ``artifact``."""
+        if artifact.precision == "fp32":
+            return artifact
+        folder = ctx.work_dir / "float-twin"
+        folder.mkdir(exist_ok=True)
+        twin = dataclasses.replace(ctx, precision="fp32", float_layers=frozenset(), work_dir=folder, stages=[],
+                                   artifact_stem=f"{ctx.artifact_stem}-twin", log=lambda message: None)
+        return self.convert(twin)

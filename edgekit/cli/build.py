@@ -43,13 +43,16 @@ from edgekit.types import PRECISIONS
 @click.option("--keep-work", is_flag=True, help="Keep intermediate files (onnx2tf output, logs).")
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build is cached (the cache entry is refreshed).")
 @click.option("--allow-foreign-gpu", is_flag=True, help="TensorRT: build on this host even if its GPU is not the one the target names (the report names both).")
+@click.option("--locate", is_flag=True, help="Measure every layer against onnxruntime and name the first divergent one, even if verification passes (done anyway when it fails).")
+@click.option("--fallback", type=click.Choice(["auto", "none"]), help="When verification fails, keep the most sensitive layers in float until it passes. Default: the target's ([fallback] precisions).")
+@click.option("--fallback-budget", type=click.FloatRange(0.0, 1.0), metavar="FRACTION", help="The share of the model's parameters fallback may keep in float. Default: the target's (0.25).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
           verify_data: Path | None, fix_inputs: tuple[str, ...], dequantize: bool, checks: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
-          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, allow_foreign_gpu: bool, as_json: bool,
-          quiet: bool) -> None:
+          devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, allow_foreign_gpu: bool, locate: bool,
+          fallback: str | None, fallback_budget: float | None, as_json: bool, quiet: bool) -> None:
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
@@ -64,7 +67,8 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
 
     options = BuildOptions(simplify=not no_simplify, verify=not no_verify, max_samples=samples,
                            latency_runs=runs, warmup_runs=warmup, seed=seed, use_cache=not no_cache, allow_foreign_gpu=allow_foreign_gpu,
-                           verify_data=verify_data, fix_inputs=dict(parse_fix_input(text) for text in fix_inputs), dequantize=dequantize)
+                           verify_data=verify_data, fix_inputs=dict(parse_fix_input(text) for text in fix_inputs), dequantize=dequantize,
+                           locate=locate, fallback=fallback, fallback_budget=fallback_budget)
     for name, metric, minimum in (parse_check(text) for text in checks):
         options.checks.setdefault(name, {})[metric] = minimum
     shapes, options.input_shape_ranges = parse_input_shapes(input_shapes)

@@ -129,6 +129,8 @@ def print_summary(report: dict[str, Any], report_path: Path | None) -> None:
         out.print(sqnr_comparison(places))
     if verification.get("reason") and not places:  # with places, the reasons are in their table
         out.print(f"             {escape(verification['reason'])}", soft_wrap=True)
+    for line in debug_lines(report):
+        out.print(line, soft_wrap=True)
     latency = verification.get("latency_ms")
     if latency:
         out.print(f"latency      p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms  ({latency['runs']} runs)"
@@ -183,6 +185,43 @@ def sqnr_comparison(places: list[dict[str, Any]]) -> Any:
     for name in dict.fromkeys(n for here in sqnr for n in here):
         table.add_row(name, *_with_deltas([here.get(name) for here in sqnr]))
     return table
+
+
+def _db(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value:.1f} dB"
+    return f"{value} dB" if value is not None else "? dB"
+
+
+def debug_lines(report: dict[str, Any]) -> list[str]:
+    """One line for the first divergent layer, one for what fallback kept in float (rich markup escaped)."""
+    from rich.markup import escape
+
+    verification = report["verification"]
+    lines = []
+    first = verification.get("first_divergence")
+    located = verification.get("locate") or {}
+    rounds = (report.get("quantization") or {}).get("rounds") or []
+    before = rounds[0].get("first_divergence") if rounds else None
+    if first or before:
+        shown = first or before
+        lines.append(f"first divergence: node {escape(shown['node'])} ({shown['op']}), {_db(shown.get('input_sqnr_db'))} in → {_db(shown['sqnr_db'])} out"
+                     + ("" if first else " (before fallback)"))
+    elif located.get("status") == "skipped":
+        lines.append(f"locate       skipped: {escape(str(located.get('reason')))}")
+    elif located:
+        lines.append(f"locate       no layer below {_db((verification.get('tolerances') or {}).get('min_sqnr_db'))} "
+                     f"({located.get('compared_tensors', 0)} layers compared)")
+    quantization = report.get("quantization") or {}
+    floats = quantization.get("float_layers") or []
+    if floats:
+        names = ", ".join(escape(f"{layer['node']} ({layer['reason'].split(':')[0]})") for layer in floats[:4])
+        more = f" and {len(floats) - 4} more" if len(floats) > 4 else ""
+        cost = quantization.get("size_cost_bytes") or 0
+        lines.append(f"kept float   {len(floats)} layer(s): {names}{more}; size cost {cost / 1024:+.1f} KiB")
+    elif quantization.get("rounds"):
+        lines.append(f"fallback     nothing kept in float ({escape(str(quantization.get('stopped')))})")
+    return lines
 
 
 def print_matrix(model: Path, results: list[Any]) -> None:

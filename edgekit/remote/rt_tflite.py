@@ -1,6 +1,14 @@
-"""TFLite artifacts through LiteRT (ai-edge-litert), tflite-runtime or TensorFlow Lite, whichever the machine has."""
+"""TFLite artifacts through LiteRT (ai-edge-litert), tflite-runtime or TensorFlow Lite, whichever the machine has.
 
-from .protocol import EXIT_LOAD_FAILED, RemoteError, module_version, require_runtime
+With the option ``intermediates`` the outputs asked for are tensor names of the model, any tensor, not only
+its signature outputs (edgekit's locate reads the layers of a failing build this way). The interpreter then
+keeps every tensor and runs without the default delegates: XNNPACK computes inside its own buffers, so the
+tensors of a delegated graph would never be written.
+"""
+
+import sys
+
+from .protocol import EXIT_FAILED, EXIT_LOAD_FAILED, RemoteError, module_version, require_runtime
 
 CANDIDATES = [
     ("ai_edge_litert.interpreter", "Interpreter", "ai_edge_litert"),
@@ -18,8 +26,15 @@ class Model:
         self.runtime = label
         self.runtime_version = module_version(label.split(".")[0])
         self.signature = None
+        self.intermediates = bool(options.get("intermediates"))
+        extra = {}
+        if self.intermediates:
+            resolvers = getattr(sys.modules[interpreter_class.__module__], "OpResolverType", None)
+            extra["experimental_preserve_all_tensors"] = True
+            if resolvers is not None:
+                extra["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = interpreter_class(model_path=artifact, num_threads=int(options.get("num_threads", 4)))
+            self.interpreter = interpreter_class(model_path=artifact, num_threads=int(options.get("num_threads", 4)), **extra)
             self.interpreter.allocate_tensors()
             if self.interpreter.get_signature_list():
                 self.signature = self.interpreter.get_signature_runner()
@@ -31,8 +46,10 @@ class Model:
             self.output_details = self.signature.get_output_details()
         else:
             self.input_details = _by_name(self.interpreter.get_input_details(), options.get("input_names", []))
-            self.output_details = _by_name(self.interpreter.get_output_details(), options.get("output_names", []))
+            self.output_details = _by_name(self.interpreter.get_output_details(), [] if self.intermediates else options.get("output_names", []))
             self.io_mode = "tensor_details"
+        self.tensors = dict((d["name"], d) for d in self.interpreter.get_tensor_details()) if self.intermediates else {}
+        self.output_names = options.get("output_names", [])
 
     @staticmethod
     def _quantize(array, details):
@@ -65,7 +82,24 @@ class Model:
                 self.interpreter.set_tensor(self.input_details[name]["index"], value)
             self.interpreter.invoke()
             result = dict((name, self.interpreter.get_tensor(d["index"])) for name, d in self.output_details.items())
+        if self.intermediates:
+            return self._read_tensors()
         return dict((name, self._dequantize(value, self.output_details[name])) for name, value in result.items())
+
+    def _read_tensors(self):
+        import numpy as np
+
+        found = {}
+        for name in self.output_names:
+            details = self.tensors.get(name)
+            if details is None:
+                raise RemoteError("run_failed", "the model has no tensor named %r" % name, EXIT_FAILED)
+            scales = details.get("quantization_parameters", {}).get("scales")
+            value = np.array(self.interpreter.get_tensor(details["index"]))
+            if scales is not None and len(scales) > 1:
+                raise RemoteError("run_failed", "tensor %r is quantized per channel; edgekit reads per-tensor ones only" % name, EXIT_FAILED)
+            found[name] = self._dequantize(value, details)
+        return found
 
     def environment(self):
         return {"tflite_io": self.io_mode}

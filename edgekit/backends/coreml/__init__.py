@@ -24,6 +24,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.backends.base import Backend, ConvertContext
 from edgekit.backends.coreml import torch_leg
+from edgekit.backends.coreml.layers import weight_constants
 from edgekit.backends.coreml.options import CoreMLOptions
 from edgekit.backends.coreml.package import coreml_name, describe_package, import_coremltools, quiet_tools
 from edgekit.calibration import SampleSet, random_samples
@@ -46,6 +47,7 @@ class CoreMLBackend(Backend):
     runtime = "coreml"
     Options = CoreMLOptions
     tool_distributions = ("coremltools", "onnx2torch", "torch")
+    float_layer_precisions = frozenset({"int8"})  # weights left uncompressed through op_name_configs
 
     def needs_calibration(self, profile: TargetProfile, precision: str) -> bool:
         """int8 weights need none; only int8 activations are calibrated."""
@@ -102,6 +104,7 @@ class CoreMLBackend(Backend):
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
                         inputs=bindings[0], outputs=bindings[1],
                         details={"intermediate_check": intermediate, "package_bytes": package_bytes, "compression": compression,
+                                 "float_layers": compression.pop("float_layers", {}), "float_layers_unmapped": compression.pop("float_layers_unmapped", []),
                                  "image_inputs": image_inputs, "deployment_target": options.deployment_target,
                                  "compute_units": options.compute_units, "tools": versions})
 
@@ -194,14 +197,16 @@ class CoreMLBackend(Backend):
                     summary.update(activations="int8", calibration_samples=min(ctx.calibration.count, ACTIVATION_CALIBRATION_SAMPLES))  # type: ignore[union-attr]
                 else:
                     summary["activations"] = "float"
+                skip = self._float_weights(ctx, ml, summary)
                 if options.int8_weights == "linear":
                     config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=options.weight_threshold))
+                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=options.weight_threshold),
+                        op_name_configs=skip)
                     ml = cto.linear_quantize_weights(ml, config=config)
                     summary.update(weights="int8 linear symmetric per-channel")
                 else:
                     config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
-                        mode="kmeans", nbits=options.palettize_bits, weight_threshold=options.weight_threshold))
+                        mode="kmeans", nbits=options.palettize_bits, weight_threshold=options.weight_threshold), op_name_configs=skip)
                     ml = cto.palettize_weights(ml, config=config)
                     summary.update(weights=f"palettized {options.palettize_bits}-bit (k-means lookup table)")
         except Exception as exc:
@@ -211,6 +216,13 @@ class CoreMLBackend(Backend):
         if summary["compressed_ops"] == 0:
             summary["note"] = f"no weight tensor has {options.weight_threshold}+ elements, so all weights stayed float; lower backend_options.weight_threshold"
         return ml, summary
+
+    def _float_weights(self, ctx: ConvertContext, ml: Any, summary: dict[str, Any]) -> dict[str, None]:
+        """op_name_configs leaving the weights of ``ctx.float_layers`` uncompressed (per-layer fallback)."""
+        if not ctx.float_layers:
+            return {}
+        consts, summary["float_layers"], summary["float_layers_unmapped"] = weight_constants(ml._mil_program, ctx.model, ctx.float_layers)
+        return dict.fromkeys(consts)
 
     @staticmethod
     def _quantize_activations(ctx: ConvertContext, cto: Any, ml: Any, inputs: list[IOBinding]) -> Any:

@@ -25,16 +25,23 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends._subprocess import ToolRun, run_tool
-from edgekit.backends.base import Backend, ConvertContext
+from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.ncnn.format import read_param
+from edgekit.backends.ncnn.mixed import float_ncnn_layers, fp16_except, no_int8_layers
 from edgekit.backends.ncnn.onnx_fixes import pnnx_ready_recurrent
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import MissingDependency, OptionsError, StageError
+from edgekit.fsutil import atomic_write_bytes, atomic_write_text
 from edgekit.modelio import save_model
 from edgekit.profiles import TargetProfile
 from edgekit.types import Artifact, IOBinding, TensorSpec
 
 WORKER = [sys.executable, "-m", "edgekit.backends.ncnn.worker"]
+#: ONNX ops whose ncnn layers the int8 rewrite quantizes (Convolution*, InnerProduct, Gemm with constant weights)
+INT8_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+NO_INT8_OPS = frozenset({"LSTM", "GRU", "RNN", "Attention"})
+#: ncnn layers with weights that the int8 rewrite leaves float, like ncnn2int8 (no int8 kernel, or not worth one)
+NO_INT8_LAYERS = frozenset({"MultiHeadAttention", "LSTM", "GRU", "RNN", "Embed", "Deconvolution", "DeconvolutionDepthWise"})
 PNNX_DTYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "b"}
 FP16_OFF = {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False, "use_bf16_storage": False}
 
@@ -103,6 +110,8 @@ class NcnnBackend(Backend):
 
     Options = NcnnOptions
     tool_distributions = ("pnnx", "ncnn")
+    intermediate_outputs = "named"  # ncnn's Extractor returns any blob by name
+    float_layer_precisions = frozenset({"int8", "fp16"})
 
     def check_tools(self) -> dict[str, str]:
         versions = super().check_tools()
@@ -128,6 +137,23 @@ class NcnnBackend(Backend):
                 "ncnn_options": dict(artifact.details.get("ncnn_options") or self._ncnn_options(artifact.precision, options)),
                 "vulkan": options.vulkan}
 
+    def float_only_layers(self, model: Any, precision: str) -> dict[str, str]:
+        """Recurrent layers: ncnn's int8 rewrite (like ncnn2int8) quantizes convolutions and inner products only, so
+        they keep their float weights (attention that pnnx fuses to MultiHeadAttention and Embed likewise)."""
+        if precision != "int8":
+            return {}
+        from edgekit.debug.graph import node_id
+
+        return {node_id(n): f"ncnn int8 has no {n.op_type} kernel: its weights stay float" for n in model.graph.node if n.op_type in NO_INT8_OPS}
+
+    def float_layer_ops(self, precision: str) -> frozenset[str] | None:
+        return INT8_OPS if precision == "int8" else None
+
+    def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
+        layers = read_param(artifact.path.read_text())
+        outputs = {b.artifact_name: b.onnx_name for b in artifact.outputs}
+        return [ArtifactTensor(top, output_of=outputs.get(top)) for layer in layers if layer.type != "Input" for top in layer.tops]
+
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
@@ -135,22 +161,51 @@ class NcnnBackend(Backend):
         _check_inputs(ctx.inputs)
         if ctx.precision not in ("fp32", "fp16", "int8"):
             raise OptionsError(f"the ncnn backend builds fp32, fp16 or int8, not '{ctx.precision}'")
-        fp16_weights = ctx.precision == "fp16"
+        mixed = bool(ctx.float_layers) and ctx.precision in self.float_layer_precisions
+        fp16_weights = ctx.precision == "fp16" and not mixed  # mixed fp16: fp32 from pnnx, fp16 written per layer here
         param, weights = self._pnnx(ctx, versions["pnnx"], fp16_weights)
         self._check_loadable(ctx, param, weights)
         extra: list[Path] = [weights]
         details: dict[str, Any] = {"tools": versions, "pnnx_fp16_weights": fp16_weights}
+        float_layers: set[str] = set()
+        if mixed:
+            float_layers, details["float_layers"], details["float_layers_unmapped"] = float_ncnn_layers(
+                self, ctx, self._artifact(ctx, param, [weights], "fp32", {}))
+            details["ncnn_float_layers"] = sorted(float_layers)
+        if ctx.precision == "fp16" and mixed:
+            text, data = fp16_except(param, weights, float_layers)
+            atomic_write_text(param, text)
+            atomic_write_bytes(weights, data)
+            self._check_loadable(ctx, param, weights)
         if ctx.precision == "int8":
-            param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"])
+            fp32_model = self._artifact(ctx, param, [weights], "fp32", {})
+            fp32_model.path, fp32_model.extra_files = self._keep_fp32(ctx, param, weights)
+            param, weights, table, summary = self._int8(ctx, param, weights, versions["ncnn"], float_layers)
+            kept = {name: kind for name, kind in summary["kept_float_types"].items() if kind in NO_INT8_LAYERS}
+            if kept:
+                details.setdefault("float_layers", {}).update(no_int8_layers(self, ctx, fp32_model, kept))
             # Gemm layers alone leave the table empty: ncnn quantizes their inputs at run time
             extra = [weights, table] if table.read_text().strip() else [weights]
             details["int8"] = {"method": "kl", "calibration_table": table.name if len(extra) > 1 else None, **summary}
             self._check_loadable(ctx, param, weights)
         details["ncnn_options"] = self._ncnn_options(ctx.precision, ctx.options)
-        return Artifact(path=param, backend=self.name, precision=ctx.precision, runtime=self.runtime,
+        return self._artifact(ctx, param, extra, ctx.precision, details)
+
+    @staticmethod
+    def _keep_fp32(ctx: ConvertContext, param: Path, weights: Path) -> tuple[Path, list[Path]]:
+        """A copy of the fp32 model (the int8 rewrite replaces it), for mapping its layers to ONNX nodes."""
+        folder = ctx.work_dir / "fp32"
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(param, folder / param.name)
+        shutil.copyfile(weights, folder / weights.name)
+        return folder / param.name, [folder / weights.name]
+
+    def _artifact(self, ctx: ConvertContext, param: Path, extra: list[Path], precision: str, details: dict[str, Any]) -> Artifact:
+        # pnnx names the blobs in0, in1, ... and out0, out1, ... in the ONNX graph's order
+        return Artifact(path=param, backend=self.name, precision=precision, runtime=self.runtime,
                         inputs=[IOBinding(s.name, f"in{i}", squeeze_batch=True) for i, s in enumerate(ctx.inputs)],
                         outputs=[IOBinding(s.name, f"out{i}", squeeze_batch=True) for i, s in enumerate(ctx.outputs)],
-                        extra_files=extra, details=details)
+                        extra_files=extra, details={**details, "ncnn_options": dict(FP16_OFF) if precision == "fp32" else details.get("ncnn_options", {})})
 
     @staticmethod
     def _ncnn_options(precision: str, options: NcnnOptions) -> dict[str, bool]:
@@ -210,7 +265,7 @@ class NcnnBackend(Backend):
                 if blob not in available:
                     raise StageError(f"convert: the ncnn model has no {kind} blob '{blob}' for ONNX {kind} '{spec.name}'")
 
-    def _int8(self, ctx: ConvertContext, param: Path, weights: Path, version: str) -> tuple[Path, Path, Path, dict[str, Any]]:
+    def _int8(self, ctx: ConvertContext, param: Path, weights: Path, version: str, float_layers: set[str]) -> tuple[Path, Path, Path, dict[str, Any]]:
         if ctx.calibration is None:
             raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
         started = time.perf_counter()
@@ -223,7 +278,8 @@ class NcnnBackend(Backend):
         ctx.log(f"ncnn int8: KL calibration over {samples.count} samples, int8 rewrite")
         run = run_logged([*WORKER, "int8", str(param), str(weights), "--calib", str(calib),
                           "--inputs", ",".join(f"in{k}" for k in range(len(ctx.inputs))), "--out-param", str(out_param),
-                          "--out-bin", str(out_bin), "--out-table", str(table)], ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
+                          "--out-bin", str(out_bin), "--out-table", str(table), "--float-layers", ",".join(sorted(float_layers))],
+                         ctx.work_dir, "quantize", "edgekit ncnn int8", "ncnn-int8.log")
         summary = run.last_json("quantize: edgekit ncnn int8")
         if not summary["quantized"]:
             raise StageError("quantize: the model has no Convolution, InnerProduct or constant-weight Gemm layer for ncnn int8",
@@ -233,7 +289,7 @@ class NcnnBackend(Backend):
         os.replace(out_bin, final_bin)
         ctx.record("quantize", started, "edgekit-ncnn-int8", version, mode="int8",
                    calibration_samples=summary["samples"], method="kl", quantized_layers=len(summary["quantized"]),
-                   float_layers_with_weights=len(summary["kept_float"]))
+                   float_layers_with_weights=len(summary["kept_float"]), fallback_float_layers=sorted(float_layers))
         return final_param, final_bin, table, summary
 
 

@@ -134,7 +134,14 @@ def weight_layout(layer: Layer) -> list[tuple[str, int, int]]:
         return [("data", int(np.prod(dims)), g(21, 1))] if dims else []
     if t in ("LSTM", "GRU", "RNN"):
         return _recurrent_layout(layer)
-    if t in ("MultiHeadAttention", "DeformableConv2D"):
+    if t == "MultiHeadAttention":
+        if g(18):
+            raise NcnnFormatError(f"layer {layer.name} is already quantized (18={g(18)})")
+        embed, size = g(0), g(2)
+        qdim, kdim, vdim = size // embed if embed else 0, g(3, embed), g(4, embed)
+        return [("q_weight", embed * qdim, TAGGED), ("q_bias", embed, RAW), ("k_weight", embed * kdim, TAGGED), ("k_bias", embed, RAW),
+                ("v_weight", embed * vdim, TAGGED), ("v_bias", embed, RAW), ("out_weight", qdim * embed, TAGGED), ("out_bias", qdim, RAW)]
+    if t == "DeformableConv2D":
         raise NcnnFormatError(f"layer {layer.name}: edgekit does not walk the weights of ncnn {t} layers")
     return []
 
@@ -216,6 +223,21 @@ def split_weights(layers: list[Layer], data: bytes) -> dict[str, list[Blob]]:
 def tagged_int8(values: np.ndarray) -> bytes:
     raw = np.ascontiguousarray(values, dtype=np.int8).tobytes()
     return struct.pack("<I", TAG_INT8) + raw + b"\0" * (_align4(len(raw)) - len(raw))
+
+
+def tagged_fp16(values: np.ndarray) -> bytes:
+    """fp16 weights exactly as pnnx 20261020 ``fp16=1`` writes them (checked byte for byte in the tests): rounded
+    half away from zero, and values below fp16's smallest normal (6.1e-5) flushed to zero, not kept subnormal."""
+    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4").astype(np.int64)
+    sign = (bits >> 31) << 15
+    exponent = (bits >> 23) & 0xFF
+    significand = bits & 0x7FFFFF
+    rebased = exponent - 112
+    magnitude = (rebased << 10) + (significand >> 13) + ((significand & 0x1FFF) >= 0x1000)
+    half = np.where(rebased <= 0, 0, np.minimum(magnitude, 0x7C00))
+    half = np.where(exponent == 0xFF, 0x7C00 | np.where(significand != 0, 0x200, 0), half)
+    raw = (sign | half).astype("<u2").tobytes()
+    return struct.pack("<I", TAG_FP16) + raw + b"\0" * (_align4(len(raw)) - len(raw))
 
 
 def raw_fp32(values: np.ndarray) -> bytes:

@@ -36,6 +36,7 @@ class Int8Result:
     table: str
     quantized: list[str] = field(default_factory=list)  # "name (Type)"
     kept_float: list[str] = field(default_factory=list)
+    kept_float_types: dict[str, str] = field(default_factory=dict)  # layer name -> ncnn type, for every layer in kept_float
     activation_scales: dict[str, float] = field(default_factory=dict)
 
 
@@ -160,18 +161,23 @@ def _gemm_int8(layer: Layer, blobs: list[Blob]) -> bytes:
 
 
 def quantize(param_text: str, bin_data: bytes, run: Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]],
-             samples: Iterable[dict[str, np.ndarray]]) -> Int8Result:
-    """The int8 .param/.bin and calibration table for an fp32 ncnn model (weights stored as fp32)."""
+             samples: Iterable[dict[str, np.ndarray]], float_layers: frozenset[str] = frozenset()) -> Int8Result:
+    """The int8 .param/.bin and calibration table for an fp32 ncnn model (weights stored as fp32); the layers
+    named in ``float_layers`` stay fp32 (per-layer fallback)."""
     layers = read_param(param_text)
     weights = split_weights(layers, bin_data)
-    a_scales = activation_scales(run, list(samples), calibration_blobs(layers))
+    a_scales = activation_scales(run, list(samples), calibration_blobs([layer for layer in layers if layer.name not in float_layers]))
     w_scales: dict[str, np.ndarray] = {}
     result = Int8Result(param="", weights=b"", table="")
     out = bytearray()
     for layer in layers:
         blobs = weights[layer.name]
         weight = next((b for b in blobs if b.label == "weight"), None)
-        if layer.type in CALIBRATED and weight is not None and weight.storage != "int8":
+        if layer.name in float_layers:
+            out += b"".join(b.raw for b in blobs)
+            result.kept_float.append(f"{layer.name} ({layer.type}, fallback)")
+            result.kept_float_types[layer.name] = layer.type
+        elif layer.type in CALIBRATED and weight is not None and weight.storage != "int8":
             scales = weight_scales(layer, weight.values)
             w_scales[layer.name] = scales
             depthwise = layer.type == "ConvolutionDepthWise"
@@ -187,6 +193,7 @@ def quantize(param_text: str, bin_data: bytes, run: Callable[[dict[str, np.ndarr
             out += b"".join(b.raw for b in blobs)
             if blobs:
                 result.kept_float.append(f"{layer.name} ({layer.type})")
+                result.kept_float_types[layer.name] = layer.type
     result.param, result.weights = write_param(layers), bytes(out)
     result.table = _table(layers, w_scales, a_scales)
     result.activation_scales = {k: round(v, 6) for k, v in a_scales.items()}

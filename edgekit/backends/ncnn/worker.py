@@ -3,7 +3,7 @@
     python -m edgekit.backends.ncnn.worker check PARAM BIN
         -> JSON {"unknown_types": [...], "load_param": rc, "load_model": rc}
     python -m edgekit.backends.ncnn.worker int8 PARAM BIN --calib NPZ --inputs in0,in1 \
-        --out-param P --out-bin B --out-table T
+        --out-param P --out-bin B --out-table T [--float-layers LAYER,LAYER]
         -> JSON summary of the rewrite (quantized layers, activation scales)
 
 The int8 calibration runs the fp32 model with ncnn itself (fp16/bf16 storage off), so the
@@ -74,9 +74,10 @@ def int8(args: argparse.Namespace) -> dict:
         return out
 
     samples = [{name: arrays[k][s] for k, name in enumerate(names)} for s in range(len(arrays[0]))]
-    result = quantize(Path(args.param).read_text(), Path(args.bin).read_bytes(), run, samples)
+    float_layers = frozenset(name for name in (args.float_layers or "").split(",") if name)
+    result = quantize(Path(args.param).read_text(), Path(args.bin).read_bytes(), run, samples, float_layers)
     write_outputs(result, Path(args.out_param), Path(args.out_bin), Path(args.out_table))
-    return {"quantized": result.quantized, "kept_float": result.kept_float,
+    return {"quantized": result.quantized, "kept_float": result.kept_float, "kept_float_types": result.kept_float_types,
             "activation_scales": result.activation_scales, "samples": len(samples)}
 
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     int8_parser.add_argument("bin")
     for name in ("calib", "inputs", "out_param", "out_bin", "out_table"):
         int8_parser.add_argument("--" + name.replace("_", "-"), dest=name, required=True)
+    int8_parser.add_argument("--float-layers", dest="float_layers", default="")
     args = parser.parse_args(argv)
     result = check(args.param, args.bin) if args.command == "check" else int8(args)
     sys.stdout.write(json.dumps(result) + "\n")

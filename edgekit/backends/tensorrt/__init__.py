@@ -33,14 +33,13 @@ from edgekit.backends.tensorrt.build import (
     timing_cache_dir,
     trtexec_command,
 )
+from edgekit.backends.tensorrt.int8 import quantize as quantize_int8
 from edgekit.backends.tensorrt.options import TrtOptions
-from edgekit.errors import BackendUnavailable, OptionsError, StageError, VerificationFailed
+from edgekit.errors import BackendUnavailable, OptionsError, StageError
 from edgekit.fsutil import atomic_copy
 from edgekit.profiles import TargetProfile
 from edgekit.remote import cuda
 from edgekit.types import Artifact, IOBinding
-
-QDQ_CHECK_SAMPLES = 8
 
 
 class TensorRTBackend(Backend):
@@ -49,6 +48,7 @@ class TensorRTBackend(Backend):
     runtime = "tensorrt"
     Options = TrtOptions
     supports_shape_ranges = True
+    float_layer_precisions = frozenset({"int8"})  # nodes_to_exclude in the QDQ pass
     unsupported_ops = {
         "Loop": "TensorRT's ONNX parser takes Loop only in limited forms; unroll it before export",
         "SequenceConstruct": "sequence types are not supported by TensorRT",
@@ -78,7 +78,12 @@ class TensorRTBackend(Backend):
         onnx_path, shapes = self._engine_onnx(ctx, ranges)
         details: dict[str, Any] = {"dynamic_shapes": {k: [list(d) for d in v] for k, v in ranges.items()}}
         if ctx.precision == "int8":
-            onnx_path, details["qdq"] = self._quantize(ctx, onnx_path, options)
+            quantized = quantize_int8(ctx, onnx_path, options)
+            onnx_path, details["qdq"] = quantized.path, quantized.detail
+            if quantized.float_layers:
+                details["float_layers"] = quantized.float_layers
+            if quantized.detail.get("fallback"):
+                details["fallback"] = quantized.detail["fallback"]
 
         problem = None if remote else host_build_problem()
         if problem is not None:
@@ -134,32 +139,6 @@ class TensorRTBackend(Backend):
         return save_model(loaded.proto, ctx.work_dir / f"{source.stem}.dynamic.onnx"), shapes
 
     @staticmethod
-    def _quantize(ctx: ConvertContext, onnx_path: Path, options: TrtOptions) -> tuple[Path, dict[str, Any]]:
-        from edgekit.qdq import check_qdq, quantize_qdq
-
-        if ctx.calibration is None:
-            raise StageError("quantize: int8 needs calibration data")  # the pipeline checks this earlier
-        started = time.perf_counter()
-        ctx.log("onnxruntime: inserting Q/DQ nodes (explicit int8 quantization)")
-        qdq = quantize_qdq(onnx_path, ctx.calibration, ctx.work_dir / f"{ctx.artifact_stem}.qdq.onnx",
-                           op_types=options.int8_op_types, calibration_method=options.calibration_method,
-                           nodes_to_exclude=options.int8_exclude_nodes)
-        tolerance = ctx.profile.tolerance_for("int8")
-        check = check_qdq(ctx.model_path, qdq.path, ctx.calibration.head(min(QDQ_CHECK_SAMPLES, ctx.calibration.count)), tolerance)
-        detail = {**qdq.to_dict(), "check": check.to_dict()}
-        ctx.record("quantize", started, "onnxruntime.quantization", qdq.tool_version, **qdq.to_dict(),
-                   check_passed=check.passed, min_sqnr_db=min(o.sqnr_db for o in check.outputs),
-                   min_cosine=min(o.cosine for o in check.outputs))
-        if not check.passed:
-            worst = ", ".join(f"{o.name}: cosine {o.cosine:.4f}, SQNR {o.sqnr_db:.1f} dB" for o in check.outputs if not o.passed)
-            raise VerificationFailed(
-                f"the int8 QDQ model fails its onnxruntime check against the float model ({worst}; needs cosine >= "
-                f"{tolerance.min_cosine} and SQNR >= {tolerance.min_sqnr_db} dB over {check.samples} calibration samples); no engine was built",
-                hint="calibrate with more representative data (same preprocessing as in deployment), try backend_options.calibration_method = "
-                "\"entropy\" or \"percentile\", keep sensitive nodes in float with backend_options.int8_exclude_nodes, or use --precision fp16")
-        return qdq.path, detail
-
-    @staticmethod
     def _cannot_build(ctx: ConvertContext, problem: str, onnx_path: Path, options: TrtOptions, shapes: list[str]) -> BackendUnavailable:
         kept = ""
         source = ctx.source_path
@@ -171,7 +150,9 @@ class TensorRTBackend(Backend):
             onnx_name = kept_path.name
             qdq = next((s for s in ctx.stages if s.name == "quantize"), None)
             sqnr = f" (min SQNR {qdq.detail['min_sqnr_db']:.1f} dB, min cosine {qdq.detail['min_cosine']:.4f})" if qdq else ""
-            kept = f" The int8 QDQ model passed its onnxruntime check{sqnr} and was written to {kept_path}."
+            floats = qdq.detail.get("float_layers") if qdq else None
+            fallback = f", with {len(floats)} nodes kept in float by per-layer fallback ({', '.join(floats[:5])}{'...' if len(floats) > 5 else ''})" if floats else ""
+            kept = f" The int8 QDQ model passed its onnxruntime check{sqnr}{fallback} and was written to {kept_path}."
         command = trtexec_command(onnx_name, f"{ctx.artifact_stem}.engine", ctx.precision, options, shapes)
         return BackendUnavailable(
             f"target '{ctx.profile.name}': a TensorRT engine must be built on the GPU that will run it, and this host cannot build one: "

@@ -8,8 +8,10 @@ as they are (``-kat``), so token/sequence models keep their ONNX shape.
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends._subprocess import run_tool
-from edgekit.backends.base import Backend, ConvertContext
+from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
 from edgekit.backends.options import BackendOptions, option
 from edgekit.errors import StageError
 from edgekit.profiles import TargetProfile
@@ -54,6 +56,8 @@ class TFLiteBackend(Backend):
 
     Options = TFLiteOptions
     tool_distributions = ("onnx2tf", "tensorflow", "ai-edge-litert")
+    intermediate_outputs = "named"
+    float_layer_precisions = frozenset({"int8"})  # selective int8 (QuantizationDebugger); fp16 is onnx2tf's whole-model file
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         return {"num_threads": self.options(profile).num_threads}
@@ -66,6 +70,25 @@ class TFLiteBackend(Backend):
                          "recurrent layers; build them with --precision dynamic (int8 weights, float activations) or fp16")
         return found
 
+    # --- locating a divergence -----------------------------------------------------------------
+
+    def artifact_tensors(self, artifact: Artifact) -> list[ArtifactTensor]:
+        listing = _listing(artifact)
+        onnx_names = {listing["outputs"][b.artifact_name]: b.onnx_name for b in artifact.outputs if b.artifact_name in listing.get("outputs", {})}
+        return [ArtifactTensor(t["name"], tuple(t["shape"]), onnx_names.get(t["name"])) for t in listing["tensors"]]
+
+    def probe_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
+        return {**self.runner_options(artifact, profile), "intermediates": True}
+
+    def float_twin(self, ctx: ConvertContext, artifact: Artifact) -> Artifact:
+        """onnx2tf's float32 file from the same conversion: the same TensorFlow graph, so the same tensor names."""
+        twin = Path(artifact.details.get("float_twin") or "")
+        if artifact.precision == "fp32" or not twin.is_file():
+            return super().float_twin(ctx, artifact)
+        signature = self._signature(twin, ctx.work_dir)
+        return Artifact(path=twin, backend=self.name, precision="fp32", runtime=self.runtime,
+                        inputs=self._input_bindings(ctx.inputs, signature), outputs=self._output_bindings(ctx.outputs, signature))
+
     # --- conversion ------------------------------------------------------------------------
 
     def convert(self, ctx: ConvertContext) -> Artifact:
@@ -74,36 +97,49 @@ class TFLiteBackend(Backend):
         saved_model, float_files = self._onnx2tf(ctx, versions["onnx2tf"])
         started = time.perf_counter()
         target = ctx.work_dir / f"{ctx.artifact_stem}.tflite"
+        details: dict[str, Any] = {"int8_io": int8_io if ctx.precision == "int8" else "float", "tools": versions,
+                                   "float_twin": str(float_files["fp32"])}
         if ctx.precision in ("fp32", "fp16"):
             source = float_files["fp32" if ctx.precision == "fp32" else "fp16"]
-            os.replace(source, target)
+            shutil.copyfile(source, target)  # a copy: fallback rounds and the float twin reuse onnx2tf's files
             ctx.record("quantize", started, "onnx2tf", versions["onnx2tf"], mode=ctx.precision, note="written by onnx2tf")
         else:
-            input_bindings = self._input_bindings(ctx.inputs, self._signature(float_files["fp32"], ctx.work_dir))
-            self._quantize(ctx, saved_model, target, input_bindings, int8_io, versions["tensorflow"], started)
-        signature = self._signature(target, ctx.work_dir)
+            fp32_signature = self._signature(float_files["fp32"], ctx.work_dir)
+            input_bindings = self._input_bindings(ctx.inputs, fp32_signature)
+            denylist: list[str] = []
+            if ctx.float_layers and ctx.precision in self.float_layer_precisions:
+                twin = Artifact(path=float_files["fp32"], backend=self.name, precision="fp32", runtime=self.runtime,
+                                inputs=input_bindings, outputs=self._output_bindings(ctx.outputs, fp32_signature))
+                denylist, details["float_layers"], details["float_layers_unmapped"] = denylisted_ops(self, ctx, twin)
+                details["tflite_float_ops"] = denylist
+            self._quantize(ctx, saved_model, target, input_bindings, int8_io, versions["tensorflow"], started, denylist)
+        details["signature"] = signature = self._signature(target, ctx.work_dir)
         inputs = self._input_bindings(ctx.inputs, signature)
         outputs = self._output_bindings(ctx.outputs, signature)
         # the report says where the artifact's I/O came from: its SignatureDef, or tensor details matched by name/order
         ctx.stages[-1].detail["tflite_io"] = {"source": signature.get("source", "signature"), "matched": sorted(signature.pop("matched", set()))}
         return Artifact(path=target, backend=self.name, precision=ctx.precision, runtime=self.runtime,
-                        inputs=inputs, outputs=outputs,
-                        details={"int8_io": int8_io if ctx.precision == "int8" else "float",
-                                 "signature": signature, "tools": versions})
+                        inputs=inputs, outputs=outputs, details=details)
 
     def _onnx2tf(self, ctx: ConvertContext, version: str) -> tuple[Path, dict[str, Path]]:
         started = time.perf_counter()
-        self._write_onnx2tf_sample(ctx)
-        out = ctx.work_dir / "onnx2tf"
+        stem = ctx.model_path.stem
+        # one onnx2tf run per model and build: the float twin and fallback rounds reuse it
         source, edged = self._onnx2tf_input(ctx)
+        digest = hashlib.sha256(ctx.model.SerializeToString())
+        digest.update(repr(edged).encode())  # int8 converts the edge-padded model (see onnx_fixes)
+        out = (ctx.shared_dir or ctx.work_dir) / f"onnx2tf-{digest.hexdigest()[:16]}"
+        files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
+        if all(path.is_file() for path in files.values()) and (out / "saved_model.pb").is_file():
+            ctx.record("convert", started, "onnx2tf", version, saved_model=True, reused=out.name)
+            return out, files
+        self._write_onnx2tf_sample(ctx)
         argv = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
         ctx.log("onnx2tf: converting to a TensorFlow SavedModel")
         run_tool(argv, ctx.work_dir, stage="convert", tool="onnx2tf", log_name="onnx2tf.log")
-        stem = ctx.model_path.stem
-        files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
@@ -128,9 +164,13 @@ class TFLiteBackend(Backend):
         rng = np.random.default_rng(0)
         np.save(ctx.work_dir / ONNX2TF_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
 
-    def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str, started: float) -> None:
+    def _quantize(self, ctx: ConvertContext, saved_model: Path, target: Path, inputs: list[IOBinding], int8_io: str, tf_version: str,
+                  started: float, denylist: list[str]) -> None:
         argv = [*TOOL, "quantize", "--saved-model", str(saved_model),
                 "--out", str(target), "--mode", ctx.precision, "--io", int8_io]
+        if denylist:
+            (ctx.work_dir / "denylist.json").write_text(json.dumps(denylist))
+            argv += ["--denylist", str(ctx.work_dir / "denylist.json")]
         samples = 0
         if ctx.precision == "int8":
             if ctx.calibration is None:
@@ -148,6 +188,8 @@ class TFLiteBackend(Backend):
         detail: dict[str, Any] = {"mode": ctx.precision}
         if ctx.precision == "int8":
             detail.update(calibration_samples=samples, io=int8_io, per_channel=True)
+        if denylist:
+            detail.update(float_ops=len(denylist), via="tf.lite.experimental.QuantizationDebugger denylisted_nodes")
         ctx.record("quantize", started, "tensorflow.lite.TFLiteConverter", tf_version, **detail)
 
     @staticmethod
@@ -225,6 +267,52 @@ def _tensor_for(onnx_name: str, index: int, kind: str, signature: dict[str, Any]
     if found is not None:
         signature.setdefault("matched", set()).add(how)
     return found
+
+
+def denylisted_ops(backend: Backend, ctx: ConvertContext, twin: Artifact) -> tuple[list[str], dict[str, str], list[str]]:
+    """The TFLite ops (by output tensor name) that keep ``ctx.float_layers`` in float: the op writing each float
+    layer's tensor, and the ops writing its inputs, because TFLite quantizes a tensor where it is written (a float
+    op fed by an int8 tensor would still see the rounded values). ONNX nodes map to ops by value (edgekit.debug)."""
+    from edgekit.calibration import random_samples
+    from edgekit.debug.graph import Graph
+    from edgekit.debug.locate import tensor_map
+    from edgekit.debug.mapping import ArtifactOp, ops_between
+
+    graph = Graph(ctx.model)
+    samples = ctx.calibration if ctx.calibration is not None else random_samples(ctx.inputs, 2, seed=0)
+    mapping = tensor_map(backend, ctx, twin, graph, samples)
+    listing = _listing(twin)
+    ops = [ArtifactOp(op["outputs"][0], op["type"], tuple(op["inputs"]), tuple(op["outputs"])) for op in listing["ops"] if op["outputs"]]
+    mapped = set(mapping.matches)
+    stops = {match.artifact for match in mapping.matches.values()} | {name for op in ops if op.type == "QUANTIZE" for name in op.inputs}
+    names: dict[str, None] = {}
+    applied: dict[str, str] = {}
+    covered: set[str] = set()
+
+    def keep(tensor: str, why: str) -> None:
+        group = graph.group_for(tensor, mapped)
+        for op in ops_between(ops, mapping.matches[tensor].artifact, stops - {mapping.matches[tensor].artifact}):
+            names.update(dict.fromkeys(op.outputs))
+        if group is not None:
+            applied.setdefault(graph.ids[group.anchor], why)
+            covered.update(graph.ids[i] for i in group.nodes)
+
+    for tensor in [t for t in graph.float_tensors() if t in mapped]:
+        group = graph.group_for(tensor, mapped)
+        if group is None or not any(graph.ids[i] in ctx.float_layers for i in group.nodes):
+            continue
+        keep(tensor, f"kept float: TFLite op(s) writing {mapping.matches[tensor].artifact}")
+        for source in group.inputs:
+            if source in mapped:
+                keep(source, "kept float: it writes the input of a float layer (TFLite quantizes a tensor where it is written)")
+    return list(names), applied, sorted(ctx.float_layers - covered)
+
+
+def _listing(artifact: Artifact) -> dict[str, Any]:
+    """Every tensor the TFLite model's ops write, its ops (inputs, outputs by tensor name), its signature outputs."""
+    path = artifact.path.resolve()
+    run = run_tool([*TOOL, "tensors", str(path)], path.parent, stage="locate", tool="the TFLite tensor reader", log_name="tensors.log", timeout=300)
+    return run.last_json("locate: listing the TFLite model's tensors")
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:
