@@ -122,7 +122,7 @@ class SSHTransport(Transport):
             raise DeviceStalled(f"device '{self.device.name}': {doing} got no answer within {timeout:g} s",
                                 hint="the device or the network stopped answering; check the device") from None
         except asyncssh.SFTPError as exc:
-            if not isinstance(exc, asyncssh.SFTPConnectionLost):
+            if not isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
                 raise DeviceError(f"device '{self.device.name}': {doing} failed: {exc.reason}") from None
             raise session_error(self.device, doing, exc, self._stages) from None
         except (asyncssh.Error, OSError, EOFError) as exc:
@@ -236,7 +236,7 @@ class SSHTransport(Transport):
             raise DeviceStalled(f"device '{self.device.name}': uploading {name} took longer than {seconds:g} s (upload_timeout)",
                                 hint="raise upload_timeout in devices.toml, or check the link speed") from None
         except asyncssh.SFTPError as exc:
-            if isinstance(exc, asyncssh.SFTPConnectionLost):
+            if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
                 raise session_error(self.device, doing, exc, self._stages) from None
             raise DeviceError(f"device '{self.device.name}': writing {name} failed: {exc.reason}",
                               hint=f"the device's disk may be full or {self.device.work_dir} not writable") from None
