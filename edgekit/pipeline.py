@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from edgekit import __version__, cache
+from edgekit import __version__, cache, export
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet, load_samples, random_samples
@@ -105,7 +105,7 @@ def _verification_samples(loaded: LoadedModel, calibration: SampleSet | None, op
 
 
 def build(
-    model: str | Path,
+    model: Any,
     target: str | Path | TargetProfile,
     *,
     precision: str | None = None,
@@ -117,8 +117,16 @@ def build(
     transports: list[Transport] | None = None,
     progress: Progress | None = None,
     keep_work: bool = False,
+    example_inputs: tuple | None = None,
+    dynamic_shapes: Any = None,
+    trust_pickle: bool = False,
 ) -> BuildReport:
     """Build ``model`` for ``target`` and verify it; returns the report (also written to ``out_dir``).
+
+    ``model`` is an ONNX file, or a PyTorch/TensorFlow model that the export stage turns into ONNX first
+    (edgekit.export): a ``torch.nn.Module`` with ``example_inputs`` (and optionally ``dynamic_shapes``), a
+    ``.pt2``/``.pt``/``.ts`` file, a SavedModel folder, or a ``.keras``/``.h5`` file. ``trust_pickle`` allows
+    formats that run code from the file when loaded (pickled modules, Keras Lambda layers).
 
     Verification results never raise: check ``report.verification.status``. Bad input raises an
     :class:`~edgekit.errors.InputError`, a failing tool a :class:`~edgekit.errors.ToolError`.
@@ -137,20 +145,23 @@ def build(
         raise OptionsError(f"target '{profile.name}' ({backend.name}) builds for one input shape; MIN:OPT:MAX ranges are for TensorRT targets",
                            hint="give --input-shape NAME=DIMS")
     tool_versions = backend.check_tools()
-    model = Path(model)
+    exporting = export.settings_for(model, profile.tolerance_for("fp32"), profile.preprocessing, input_shapes=options.input_shapes,
+                                    calib=options.calib, samples=options.max_samples, seed=options.seed, example_inputs=example_inputs,
+                                    dynamic_shapes=dynamic_shapes, trust_pickle=trust_pickle)
+    model = Path(model) if isinstance(model, (str, Path)) else model
 
     # --no-cache skips the lookup but still refreshes the entry with the new build. Builds verified on
     # devices never come from the cache: a device run is a measurement of the device as it is now.
     transports = list(transports or ([transport] if transport is not None else []))
     for place in transports:
         place.use_profile(profile)
-    key = _cache_key(model, profile, chosen, options, tool_versions, transports)
+    key = _cache_key(model, profile, chosen, options, tool_versions, transports, exporting)
     if key is not None and options.use_cache and not transports and (entry := cache.lookup(key)) is not None:
         return _restore(entry, options.out_dir, run)
 
     work_dir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=_ensure_dir(options.out_dir))).resolve()
     try:
-        report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transports)
+        report, device_error = _build(model, exporting, profile, chosen, backend, options, run, work_dir, transports)
     finally:
         if keep_work:
             run.progress.message(f"work files kept in {work_dir}")
@@ -163,15 +174,18 @@ def build(
     return report
 
 
-def _cache_key(model: Path, profile: TargetProfile, precision: str, options: BuildOptions,
-               tool_versions: dict[str, str], transports: list[Transport]) -> str | None:
-    if not model.is_file():
+def _cache_key(model: Any, profile: TargetProfile, precision: str, options: BuildOptions, tool_versions: dict[str, str],
+               transports: list[Transport], exporting: export.ExportSettings | None) -> str | None:
+    # an in-memory module is never cached: its code can change without any file changing
+    if not isinstance(model, Path) or not (model.is_file() or (exporting is not None and model.is_dir())):
         return None  # the load stage explains what is wrong with it
     settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
                 "verify": options.verify, "samples": options.max_samples, "seed": options.seed,
                 "runs": options.latency_runs, "warmup": options.warmup_runs}
     if options.input_shape_ranges:
         settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
+    if exporting is not None:
+        settings["export"] = export.cache_identity(exporting)
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
@@ -180,7 +194,7 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
 def _restore(entry: cache.CacheEntry, out_dir: Path, run: _Run) -> BuildReport:
     started = time.perf_counter()
     data = json.loads((entry.path / REPORT_NAME).read_text())
-    cache.restore(entry, data.get("artifact_files") or [data["artifact"]], _ensure_dir(out_dir))
+    cache.restore(entry, _kept_files(data), _ensure_dir(out_dir))
     report = report_from_dict(data)
     report.cache = {"hit": True, "key": entry.key}
     write_report(report, out_dir)
@@ -195,9 +209,15 @@ def _store(key: str, report: BuildReport, out_dir: Path, replace: bool) -> None:
     summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
                "model": Path(report.source_model).name, "status": report.verification.status}
     try:
-        cache.store(key, [out_dir / name for name in report.artifact_files], report_to_json(report), summary, replace=replace)
+        cache.store(key, [out_dir / name for name in _kept_files(report.to_dict())], report_to_json(report), summary, replace=replace)
     except OSError:
         pass  # a cache that cannot be written must never fail a good build
+
+
+def _kept_files(data: dict) -> list[str]:
+    """The files of a build worth caching: the artifact's, and the exported ONNX model of a PyTorch/TensorFlow source."""
+    exported = (data.get("export") or {}).get("onnx")
+    return [*(data.get("artifact_files") or [data["artifact"]]), *([exported] if exported else [])]
 
 
 def _ensure_dir(path: Path) -> Path:
@@ -208,12 +228,15 @@ def _ensure_dir(path: Path) -> Path:
     return path
 
 
-def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Backend, options: BuildOptions,
-           run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
+def _build(source: Any, exporting: export.ExportSettings | None, profile: TargetProfile, precision: str, backend: Backend,
+           options: BuildOptions, run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
+    exported = _export(source, exporting, run, work_dir) if exporting is not None else None
+    model_path = exported.onnx_path if exported else source
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
         loaded = load_model(model_path)
-        loaded = apply_input_shapes(loaded, options.input_shapes, require_static=profile.static_shapes)
+        shapes = {**(exported.input_shapes if exported else {}), **options.input_shapes}
+        loaded = apply_input_shapes(loaded, shapes, require_static=profile.static_shapes)
         blocking = backend.blocking_ops(loaded.proto)
         if blocking:
             raise StageError(f"the {backend.name} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
@@ -237,7 +260,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     else:
         run.add(StageRecord("simplify", 0.0, None, None, {"skipped": "--no-simplify"}))
 
-    stem = model_path.stem
+    stem = Path(export.source_name(source)).stem if exported else model_path.stem
     prepared = save_model(simplified, work_dir / f"{stem}.onnx")
     build_host = BuildHost(transport=transports[0] if transports else None, shape_ranges=dict(options.input_shape_ranges),
                            out_dir=options.out_dir)
@@ -270,8 +293,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         artifact_bytes=size_of(final_path) + sum(size_of(p) for p in extra_final),
         artifact_files=[final_path.name, *(p.name for p in extra_final)],
         artifact_runtime=artifact.runtime,
-        source_model=str(model_path),
-        source_model_sha256=loaded.sha256,
+        source_model=export.source_name(source),
+        source_model_sha256=(exported.source_sha256 or loaded.sha256) if exported else loaded.sha256,
         inputs=loaded.inputs,
         outputs=loaded.outputs,
         io={"inputs": artifact.inputs, "outputs": artifact.outputs},
@@ -279,9 +302,21 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         verification=primary_result(verifications),
         verifications=verifications if transports else [],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        export=export.keep(exported, out_dir, stem) if exported else None,
     )
     write_report(report, out_dir)
     return report, device_error
+
+
+def _export(source: Any, settings: export.ExportSettings, run: _Run, work_dir: Path) -> export.ExportResult:
+    with run.stage("export", f"Exporting {export.source_name(source)} to ONNX and checking it against the source"):
+        result = export.export_model(source, settings, work_dir)
+    info = result.info
+    worst = min((o["sqnr_db"] for o in info["outputs"].values()), default=None)
+    run.add(StageRecord("export", result.seconds, info["tool"], info["tool_version"],
+                        {"exporter": info["exporter"], "fallback_reason": info["fallback_reason"], "opset": info["opset"],
+                         "min_sqnr_db": worst, "samples": info["samples"]}))
+    return result
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,

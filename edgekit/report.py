@@ -95,4 +95,5 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         artifact_runtime=data.get("artifact_runtime"),
         created_at=data.get("created_at", ""),
         cache=data.get("cache"),
+        export=data.get("export"),
     )

@@ -201,6 +201,8 @@ class BuildReport:
     artifact_runtime: str | None = None
     created_at: str = ""
     cache: dict[str, Any] | None = None  # {"hit": bool, "key": str} when the build cache was used
+    # how a PyTorch/TensorFlow source became ONNX (edgekit.export); None for ONNX input
+    export: dict[str, Any] | None = None
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -228,4 +230,5 @@ class BuildReport:
             "verification": self.verification.to_dict(),
             "verifications": [v.to_dict() for v in self.verifications],
             "cache": self.cache,
+            "export": self.export,
         }

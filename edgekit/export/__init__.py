@@ -9,8 +9,6 @@ load/simplify/convert; the report keeps the user's file as ``source_model`` and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,18 +75,22 @@ def source_name(model: Any) -> str:
     return f"<{type(model).__module__}.{type(model).__qualname__}>"
 
 
-def source_identity(model: Any, settings: ExportSettings) -> str | None:
-    """A hash of the source file/folder and the export settings, for the build cache; None for in-memory modules
-    (their code can change without any file changing, so they are never served from the cache)."""
-    if not isinstance(model, (str, Path)) or not Path(model).exists():
+def cache_identity(settings: ExportSettings) -> dict[str, Any]:
+    """What, besides the source file or folder (the build cache hashes it), decides the exported model."""
+    return {"trust_pickle": settings.trust_pickle, "export_tolerance": settings.tolerance.to_dict(),
+            "tools": {t: version_of(t) for t in ("torch", "onnxscript", "tensorflow", "tf2onnx", "keras")}}
+
+
+def settings_for(model: Any, tolerance: Tolerance, preprocessing: Preprocessing, *, input_shapes: dict[str, tuple[int, ...]],
+                 calib: Path | None, samples: int, seed: int, example_inputs: tuple | None = None, dynamic_shapes: Any = None,
+                 trust_pickle: bool = False) -> ExportSettings | None:
+    """Export settings when ``model`` needs exporting, else None (an ONNX file)."""
+    if framework_of(model) is None:
+        if example_inputs is not None or dynamic_shapes is not None:
+            raise ModelError(f"{source_name(model)}: example_inputs/dynamic_shapes are for PyTorch modules; this model needs no export")
         return None
-    digest = hashlib.sha256(sha256_tree(Path(model)).encode())
-    digest.update(json.dumps({"shapes": sorted((k, list(v)) for k, v in settings.input_shapes.items()),
-                              "trust_pickle": settings.trust_pickle, "samples": settings.samples, "seed": settings.seed,
-                              "tolerance": settings.tolerance.to_dict(),
-                              "tools": {t: version_of(t) for t in ("torch", "onnxscript", "tensorflow", "tf2onnx", "keras")}},
-                             sort_keys=True).encode())
-    return digest.hexdigest()
+    return ExportSettings(tolerance=tolerance, preprocessing=preprocessing, example_inputs=example_inputs, dynamic_shapes=dynamic_shapes,
+                          input_shapes=dict(input_shapes), trust_pickle=trust_pickle, calib=calib, samples=samples, seed=seed)
 
 
 def export_model(model: Any, settings: ExportSettings, work_dir: Path) -> ExportResult:
@@ -113,3 +115,13 @@ def export_model(model: Any, settings: ExportSettings, work_dir: Path) -> Export
                          hint="pass an ONNX file, a torch.nn.Module (Python API), a .pt2/.pt/.ts file, a SavedModel folder, or a .keras/.h5 file")
     digest = sha256_tree(Path(model)) if isinstance(model, (str, Path)) else None
     return ExportResult(target, digest, shapes, info, round(time.perf_counter() - started, 3))
+
+
+def keep(result: ExportResult, out_dir: Path, stem: str) -> dict[str, Any]:
+    """Copy the exported model next to the artifact (it is the reference `edgekit verify` re-runs) and return the
+    report's `export` section naming it."""
+    from edgekit.fsutil import atomic_copy, sha256_file
+
+    name = f"{stem}.exported.onnx"
+    atomic_copy(result.onnx_path, out_dir / name)
+    return {**result.info, "onnx": name, "onnx_sha256": sha256_file(out_dir / name), "seconds": result.seconds}
