@@ -217,3 +217,18 @@ def print_probe(device_name: str, probe: dict[str, Any]) -> None:
         click.echo(f"  {runtime:<16} {version or '-'}")
     if probe.get("trtexec"):
         click.echo(f"  trtexec          {probe['trtexec']}")
+
+
+def print_smoke(result: Any) -> None:
+    from rich.markup import escape
+
+    out = console(stderr=False)
+    colours = {"passed": "green", "failed": "red", "skipped": "yellow", "regression": "red"}
+    out.print(f"smoke {result.at}: {result.report['artifact']} ({result.report['target']}), sha256 {result.report['artifact_sha256'][:12]}… checked")
+    for device in result.devices:
+        latency = f"p50 {device.p50_ms:.3f} ms" if device.p50_ms is not None else "no latency"
+        base = f" (baseline {device.baseline_ms:.3f} ms)" if device.baseline_ms is not None else " (first passing run: baseline)"
+        reason = f" — {escape(device.reason)}" if device.reason and device.verdict != "passed" else ""
+        out.print(f"  {device.device:<16} [{colours[device.verdict]}]{device.verdict}[/] {latency}{base if device.p50_ms is not None else ''}{reason}",
+                  soft_wrap=True)
+    out.print(f"exit code {result.exit_code}")
