@@ -39,21 +39,13 @@ class Suite:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def _seconds(verification: dict[str, Any]) -> float:
+    """The device run's wall time (the runner records epoch seconds at start and end)."""
     env = verification.get("environment") or {}
-    try:
-        started = _dt.datetime.fromisoformat(env["started_at"])
-        finished = _dt.datetime.fromisoformat(env["finished_at"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return max((finished - started).total_seconds(), 0.0)
+    started, finished = env.get("started_at"), env.get("finished_at")
+    if isinstance(started, (int, float)) and isinstance(finished, (int, float)):
+        return max(float(finished) - float(started), 0.0)
+    return 0.0
 
 
 def verification_cases(report: dict[str, Any]) -> list[Case]:
