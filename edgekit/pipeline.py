@@ -240,7 +240,8 @@ def _build(source: Any, exporting: export.ExportSettings | None, profile: Target
         blocking = backend.blocking_ops(loaded.proto)
         if blocking:
             raise StageError(f"the {backend.name} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
-                             hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target")
+                             hint=f"run 'edgekit inspect {model_path if exported is None else 'EXPORTED.onnx'} --target {profile.name}'"
+                             + (" (--keep-work keeps the exported model in the work folder's export/)" if exported else "") + ", or pick another target")
         calibration = load_samples(options.calib, loaded.inputs, profile.preprocessing, MAX_CALIBRATION_SAMPLES) if options.calib else None
         samples = _verification_samples(loaded, calibration, options)
         references = run_reference(loaded.proto, samples)
