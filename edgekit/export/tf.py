@@ -38,7 +38,8 @@ def export_tf(path: Path, settings: ExportSettings, target: Path) -> tuple[dict[
     def run_source(batch: SampleSet) -> list[list[np.ndarray]]:
         feed = {f"s{i}_i{k}": batch.sample(i)[name] for i in range(batch.count) for k, name in enumerate(input_names)}
         np.savez(work / "tf-samples.npz", **feed)
-        _worker(["run", *common, "--samples", str(work / "tf-samples.npz"), "--count", str(batch.count), "--out", str(work / "tf-outputs.npz")],
+        _worker(["run", *common, "--samples", str(work / "tf-samples.npz"), "--count", str(batch.count),
+                 "--outputs", ",".join(spec.name for spec in loaded.outputs), "--out", str(work / "tf-outputs.npz")],
                 work, "tf-run.log")
         with np.load(work / "tf-outputs.npz", allow_pickle=False) as archive:
             return [[archive[f"s{i}_o{k}"] for k in range(len(loaded.outputs))] for i in range(batch.count)]

@@ -13,7 +13,7 @@ def conv_lstm_attention(keras, attention: str):
     inputs = keras.Input((20, 4), name="x")
     h = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv1D(16, 3, padding="same")(inputs)))
     h = keras.layers.LSTM(32, return_sequences=True)(h)
-    a = keras.layers.MultiHeadAttention(4, 8)(h, h) if attention == "multi-head" else keras.layers.Attention()([h, h])
+    a = keras.layers.MultiHeadAttention(4, 8)(h, h) if attention == "multi-head" else keras.layers.AdditiveAttention()([h, h])
     h = keras.layers.Dropout(0.3)(keras.layers.Add()([a, h]))
     return keras.Model(inputs, keras.layers.Dense(5, name="head")(h))
 
@@ -24,7 +24,8 @@ def write(folder: Path, marker: Path) -> None:
 
     keras.utils.set_random_seed(0)
     conv_lstm_attention(keras, "multi-head").save(folder / "net.keras")
-    model = conv_lstm_attention(keras, "dot-product")  # legacy .h5 cannot restore MultiHeadAttention's call signature
+    # Keras 3.15 cannot reload its own legacy .h5 of MultiHeadAttention (call signature) or Attention (score_mode)
+    model = conv_lstm_attention(keras, "additive")
     model.save(folder / "net.h5")
     model.export(str(folder / "saved_model"), verbose=False)
     inputs = keras.Input((4,), name="x")
