@@ -30,13 +30,16 @@ def test_keras_file_through_the_cli_into_tflite_and_ncnn(keras_files: Path, tmp_
     out = tmp_path / "out"
     run = edgekit_cli("build", str(keras_files / "net.keras"), "-t", "arm", "-t", "arm-ncnn", "--precision", "fp32", "-o", str(out),
                       "--json", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    for report in json.loads(run.stdout):
-        export = report["export"]
-        assert export["exporter"] == "tf2onnx" and export["source_format"] == "keras" and export["tool_version"]
-        assert export["input_shapes"] == {"x": [1, 20, 4]}  # the Keras batch dim (None) runs at 1
-        assert all(o["passed"] and o["sqnr_db"] > 80 for o in export["outputs"].values()), export["outputs"]
-        assert report["verification"]["status"] == "passed", report["verification"]
+    # pnnx cannot map the reshapes of tf2onnx's MultiHeadAttention onto ncnn layers: that target stops at convert,
+    # naming what it could not take (the SavedModel/.h5 model below, with additive attention, builds for ncnn)
+    assert run.returncode == 4, run.stderr[-3000:]
+    assert "error (arm-ncnn): convert: pnnx wrote layer types the ncnn runtime does not implement: Tensor.reshape" in run.stderr
+    report = next(r for r in json.loads(run.stdout) if r["target"] == "arm")
+    export = report["export"]
+    assert export["exporter"] == "tf2onnx" and export["source_format"] == "keras" and export["tool_version"]
+    assert export["input_shapes"] == {"x": [1, 20, 4]} and export["output_names"] == ["head"]  # batch None runs at 1
+    assert all(o["passed"] and o["sqnr_db"] > 80 for o in export["outputs"].values()), export["outputs"]
+    assert report["verification"]["status"] == "passed", report["verification"]
 
 
 @pytest.mark.parametrize("name", ["saved_model", "net.h5"])

@@ -31,6 +31,7 @@ def export_tf(path: Path, settings: ExportSettings, target: Path) -> tuple[dict[
               *(["--trust-code"] if settings.trust_pickle else [])]
     answer = _worker(["convert", *common, "--out", str(target), "--opset", str(OPSET)], work, "tf2onnx.log")
     example_shapes = {spec["name"]: tuple(spec["shape"]) for spec in answer["inputs"]}
+    folded = _fold_shapes(target)
     loaded = load_exported(target, settings, example_shapes)
     samples = export_samples(loaded, settings)
     input_names = [spec.name for spec in loaded.inputs]
@@ -49,8 +50,23 @@ def export_tf(path: Path, settings: ExportSettings, target: Path) -> tuple[dict[
     info = {"framework": "tensorflow", "source_format": answer["format"], "tool": "tf2onnx", "tool_version": versions.get("tf2onnx"),
             "exporter": "tf2onnx", "fallback_reason": None, "opset": OPSET, "tensorflow_version": versions.get("tensorflow"),
             "keras_version": versions.get("keras"), "input_names": input_names, "output_names": [s.name for s in loaded.outputs],
-            "input_shapes": {k: list(v) for k, v in example_shapes.items()}, **check}
+            "input_shapes": {k: list(v) for k, v in example_shapes.items()}, "shapes_folded_by": folded, **check}
     return info, {spec.name: tuple(int(d) for d in spec.shape) for spec in loaded.inputs}
+
+
+def _fold_shapes(path: Path) -> str | None:
+    """tf2onnx leaves the signature's polymorphic dims (Shape -> Gather -> Reshape chains, outputs like [unk, 20, 5])
+    even at static input shapes; onnxsim folds them so converters see static shapes. The export check then runs on
+    the folded model, so folding can never slip a change past it. Returns the tool used, None if it could not fold."""
+    import onnx
+
+    from edgekit.simplify import _with_onnxsim
+
+    try:
+        onnx.save_model(_with_onnxsim(onnx.load_model(str(path))), str(path))
+    except Exception:  # onnxsim raises anything from protobuf to onnxruntime errors; the unfolded model still goes on
+        return None
+    return "onnxsim"
 
 
 def _worker(args: list[str], work: Path, log_name: str) -> dict[str, Any]:
