@@ -13,7 +13,9 @@ def conv_lstm_attention(keras, attention: str):
     inputs = keras.Input((20, 4), name="x")
     h = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv1D(16, 3, padding="same")(inputs)))
     h = keras.layers.LSTM(32, return_sequences=True)(h)
-    a = keras.layers.MultiHeadAttention(4, 8)(h, h) if attention == "multi-head" else keras.layers.AdditiveAttention()([h, h])
+    layers = {"multi-head": lambda: keras.layers.MultiHeadAttention(4, 8)(h, h), "dot-product": lambda: keras.layers.Attention()([h, h]),
+              "additive": lambda: keras.layers.AdditiveAttention()([h, h])}
+    a = layers[attention]()
     h = keras.layers.Dropout(0.3)(keras.layers.Add()([a, h]))
     return keras.Model(inputs, keras.layers.Dense(5, name="head")(h))
 
@@ -25,9 +27,8 @@ def write(folder: Path, marker: Path) -> None:
     keras.utils.set_random_seed(0)
     conv_lstm_attention(keras, "multi-head").save(folder / "net.keras")
     # Keras 3.15 cannot reload its own legacy .h5 of MultiHeadAttention (call signature) or Attention (score_mode)
-    model = conv_lstm_attention(keras, "additive")
-    model.save(folder / "net.h5")
-    model.export(str(folder / "saved_model"), verbose=False)
+    conv_lstm_attention(keras, "additive").save(folder / "net.h5")
+    conv_lstm_attention(keras, "dot-product").export(str(folder / "saved_model"), verbose=False)
     inputs = keras.Input((4,), name="x")
     code = keras.layers.Lambda(lambda t, path=str(marker): (open(path, "w").close(), t * 2)[1])  # noqa: SIM115
     keras.Model(inputs, code(inputs)).save(folder / "lambda.keras")
