@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgekit import __version__, cache
+from edgekit import __version__, cache, export
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
 from edgekit.calibration import SampleSet
@@ -101,7 +101,7 @@ def _require_calibration(precision: str, calib: Path | None, profile: TargetProf
 
 
 def build(
-    model: str | Path,
+    model: Any,
     target: str | Path | TargetProfile,
     *,
     precision: str | None = None,
@@ -117,8 +117,16 @@ def build(
     fix_inputs: dict[str, Any] | None = None,
     dequantize: bool | None = None,
     checks: dict[str, dict[str, float]] | None = None,
+    example_inputs: tuple | None = None,
+    dynamic_shapes: Any = None,
+    trust_pickle: bool = False,
 ) -> BuildReport:
     """Build ``model`` for ``target`` and verify it; returns the report (also written to ``out_dir``).
+
+    ``model`` is an ONNX file, or a PyTorch/TensorFlow model that the export stage turns into ONNX first
+    (edgekit.export): a ``torch.nn.Module`` with ``example_inputs`` (and optionally ``dynamic_shapes``), a
+    ``.pt2``/``.pt``/``.ts`` file, a SavedModel folder, or a ``.keras``/``.h5`` file. ``trust_pickle`` allows
+    formats that run code from the file when loaded (pickled modules, Keras Lambda layers).
 
     ``verify_data``: verification samples apart from ``calib``; ``fix_inputs``: input name -> value frozen before
     simplification (a number, a list, an array, or "@file.npy"); ``dequantize``: rewrite onnxruntime-only quantized
@@ -146,14 +154,17 @@ def build(
         raise OptionsError(f"target '{profile.name}' ({backend.name}) builds for one input shape; MIN:OPT:MAX ranges are for TensorRT targets",
                            hint="give --input-shape NAME=DIMS")
     tool_versions = backend.check_tools()
-    model = Path(model)
+    exporting = export.settings_for(model, profile.tolerance_for("fp32"), profile.preprocessing, input_shapes=options.input_shapes,
+                                    calib=options.calib, samples=options.max_samples, seed=options.seed, example_inputs=example_inputs,
+                                    dynamic_shapes=dynamic_shapes, trust_pickle=trust_pickle)
+    model = Path(model) if isinstance(model, (str, Path)) else model
 
     # --no-cache skips the lookup but still refreshes the entry with the new build. Builds verified on
     # devices never come from the cache: a device run is a measurement of the device as it is now.
     transports = list(transports or ([transport] if transport is not None else []))
     for place in transports:
         place.use_profile(profile)
-    key = _cache_key(model, profile, chosen, options, tool_versions, transports, backend)
+    key = _cache_key(model, profile, chosen, options, tool_versions, transports, backend, exporting)
     dropped = None
     if key is not None and options.use_cache and not transports:
         found = cache.lookup(key)
@@ -167,7 +178,7 @@ def build(
     sweep_stale(out_dir)  # temporaries of builds killed earlier
     work_dir = temp_folder(out_dir, "work").resolve()
     try:
-        report, device_error = _build(model, profile, chosen, backend, options, run, work_dir, transports)
+        report, device_error = _build(model, exporting, profile, chosen, backend, options, run, work_dir, transports)
         report.cache = _store(key, report, work_dir / STAGING, replace=not options.use_cache, dropped=dropped, run=run)
         _publish(report, work_dir / STAGING, out_dir)
     finally:
@@ -181,9 +192,10 @@ def build(
     return report
 
 
-def _cache_key(model: Path, profile: TargetProfile, precision: str, options: BuildOptions,
-               tool_versions: dict[str, str], transports: list[Transport], backend: Backend) -> str | None:
-    if not model.is_file():
+def _cache_key(model: Any, profile: TargetProfile, precision: str, options: BuildOptions, tool_versions: dict[str, str],
+               transports: list[Transport], backend: Backend, exporting: export.ExportSettings | None) -> str | None:
+    # an in-memory module is never cached: its code can change without any file changing
+    if not isinstance(model, Path) or not (model.is_file() or (exporting is not None and model.is_dir())):
         return None  # the load stage explains what is wrong with it
     settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
                 "verify": options.verify, "samples": options.max_samples, "seed": options.seed,
@@ -195,6 +207,8 @@ def _cache_key(model: Path, profile: TargetProfile, precision: str, options: Bui
     settings["build_host"] = None if transports else backend.build_host_identity()
     settings.update(_real_export_settings(options))
     settings["locate"], settings["fallback"] = options.locate, fallback_mode(profile, options, precision)
+    if exporting is not None:
+        settings["export"] = export.cache_identity(exporting)
     place = [str(t.device_name) for t in transports] or ["host"]
     calib = options.calib if options.calib is not None and options.calib.exists() else None
     try:
@@ -227,7 +241,7 @@ def _restore(found: cache.Lookup, out_dir: Path, run: _Run) -> BuildReport:
     report.cache = {"hit": True, "key": found.entry.key}
     staging = temp_folder(_ensure_dir(out_dir), "publish")
     try:
-        cache.copy_files(found.entry, report.artifact_files, staging)
+        cache.copy_files(found.entry, _kept_files(found.report), staging)
         _publish(report, staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -247,7 +261,7 @@ def _store(key: str | None, report: BuildReport, staging: Path, replace: bool, d
     summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
                "model": Path(report.source_model).name, "status": report.verification.status}
     try:
-        cache.store(key, [staging / name for name in report.artifact_files], report_to_json(report), summary, replace=replace)
+        cache.store(key, [staging / name for name in _kept_files(report.to_dict())], report_to_json(report), summary, replace=replace)
     except OSError as exc:  # a cache that cannot be written (full, read-only) must never fail a good build
         run.progress.message(f"cache not written: {exc}; the build itself is complete")
         return {**info, "stored": False, "not_written": str(exc)}
@@ -256,8 +270,14 @@ def _store(key: str | None, report: BuildReport, staging: Path, replace: bool, d
 
 def _publish(report: BuildReport, staging: Path, out_dir: Path) -> None:
     write_report(report, staging)
-    publish(staging, out_dir, report.artifact_files)
+    publish(staging, out_dir, _kept_files(report.to_dict()))
     report.report_path = out_dir / REPORT_NAME
+
+
+def _kept_files(data: dict) -> list[str]:
+    """The files of a build worth caching: the artifact's, and the exported ONNX model of a PyTorch/TensorFlow source."""
+    exported = (data.get("export") or {}).get("onnx")
+    return [*(data.get("artifact_files") or [data["artifact"]]), *([exported] if exported else [])]
 
 
 def _ensure_dir(path: Path) -> Path:
@@ -268,12 +288,15 @@ def _ensure_dir(path: Path) -> Path:
     return path
 
 
-def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Backend, options: BuildOptions,
-           run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
+def _build(source: Any, exporting: export.ExportSettings | None, profile: TargetProfile, precision: str, backend: Backend,
+           options: BuildOptions, run: _Run, work_dir: Path, transports: list[Transport]) -> tuple[BuildReport, EdgekitError | None]:
+    exported = _export(source, exporting, run, work_dir) if exporting is not None else None
+    model_path = exported.onnx_path if exported else source
     started = time.perf_counter()
     with run.stage("load", "Loading and checking the model"):
         calibrates = options.calib is not None and backend.needs_calibration(profile, precision)
-        prepared = prepare(model_path, profile, precision, options, calibrates, lambda m: backend.blocking_ops_at(m, precision),
+        shaped = dataclasses.replace(options, input_shapes={**(exported.input_shapes if exported else {}), **options.input_shapes})
+        prepared = prepare(model_path, profile, precision, shaped, calibrates, lambda m: backend.blocking_ops_at(m, precision),
                            run.progress.message)
     loaded, calibration, samples, references = prepared.loaded, prepared.calibration, prepared.samples, prepared.references
     run.add(StageRecord("load", round(time.perf_counter() - started, 3), "onnx", version_of("onnx"),
@@ -294,7 +317,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
     else:
         run.add(StageRecord("simplify", 0.0, None, None, {"skipped": "--no-simplify"}))
 
-    stem = model_path.stem
+    stem = Path(export.source_name(source)).stem if exported else model_path.stem
     # converters see valid, unique names; the artifact's I/O bindings get the user's names back
     named, names = sanitize(simplified)
     model_file = save_model(named, work_dir / f"{stem}.onnx")
@@ -343,8 +366,8 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         artifact_files=[p.name for p in files],
         artifact_files_sha256={p.name: sha256_tree(p) for p in files},
         artifact_runtime=artifact.runtime,
-        source_model=str(model_path),
-        source_model_sha256=loaded.sha256,
+        source_model=export.source_name(source),
+        source_model_sha256=(exported.source_sha256 or loaded.sha256) if exported else loaded.sha256,
         inputs=loaded.inputs,
         outputs=loaded.outputs,
         io={"inputs": artifact.inputs, "outputs": artifact.outputs},
@@ -355,6 +378,7 @@ def _build(model_path: Path, profile: TargetProfile, precision: str, backend: Ba
         sanitized_names=names.report(loaded.inputs, loaded.outputs),
         **prepared.report_keys(),
         quantization=debugged.quantization,
+        export=export.keep(exported, work_dir / STAGING, stem) if exported else None,
     )
     return report, device_error
 
@@ -378,6 +402,17 @@ def install_artifact(artifact: Artifact, folder: Path, replacing: Artifact | Non
         if stale not in installed:
             remove_item(stale)
     return dataclasses.replace(artifact, path=installed[0], extra_files=installed[1:])
+
+
+def _export(source: Any, settings: export.ExportSettings, run: _Run, work_dir: Path) -> export.ExportResult:
+    with run.stage("export", f"Exporting {export.source_name(source)} to ONNX and checking it against the source"):
+        result = export.export_model(source, settings, work_dir)
+    info = result.info
+    worst = min((o["sqnr_db"] for o in info["outputs"].values()), default=None)
+    run.add(StageRecord("export", result.seconds, info["tool"], info["tool_version"],
+                        {"exporter": info["exporter"], "fallback_reason": info["fallback_reason"], "opset": info["opset"],
+                         "min_sqnr_db": worst, "samples": info["samples"]}))
+    return result
 
 
 def _verify(artifact, backend: Backend, profile: TargetProfile, precision: str, samples: SampleSet, references: list,

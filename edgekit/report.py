@@ -107,4 +107,5 @@ def report_from_dict(data: dict[str, Any]) -> BuildReport:
         dequantized=data.get("dequantized"),
         sanitized_names=data.get("sanitized_names"),
         quantization=data.get("quantization"),
+        export=data.get("export"),
     )

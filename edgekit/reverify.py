@@ -109,11 +109,14 @@ def load_build(path: Path, model: Path | None = None, tolerance_overrides: list[
     data = load_report(report_path)
     folder = report_path.parent
     artifact = _checked_artifact(data, folder)
-    source = _source_model(data, folder, model)
+    exported = (data.get("export") or {}).get("onnx")
+    # a PyTorch/TensorFlow source was exported to ONNX at build time; that checked ONNX model is the reference
+    source = folder / exported if exported and model is None else _source_model(data, folder, model)
     loaded = load_model(source)
-    if loaded.sha256 != data["source_model_sha256"]:
+    expected = data["export"]["onnx_sha256"] if exported and model is None else data["source_model_sha256"]
+    if loaded.sha256 != expected:
         raise InputError(f"{source}: this is not the model the artifact was built from (sha256 differs from the report)",
-                         hint="pass --model with the original model")
+                         hint="pass --model with the original ONNX model" if not exported else "rebuild with 'edgekit build'")
     loaded = _as_built(loaded, data, source)
     profile = resolve_target(data["target"])
     verification = data["verification"]

@@ -240,6 +240,8 @@ class BuildReport:
     dequantized: dict[str, Any] | None = None  # --dequantize: ops rewritten to float and the check against onnxruntime
     sanitized_names: dict[str, Any] | None = None  # names rewritten for the converters (io: user's name -> model's)
     quantization: dict[str, Any] | None = None  # what was asked and what was built, layers kept float (edgekit.debug)
+    # how a PyTorch/TensorFlow source became ONNX (edgekit.export); None for ONNX input
+    export: dict[str, Any] | None = None
     report_path: Path | None = None  # where it was written; not serialized
 
     @property
@@ -273,4 +275,5 @@ class BuildReport:
             "dequantized": self.dequantized,
             "sanitized_names": self.sanitized_names,
             "quantization": self.quantization,
+            "export": self.export,
         }

@@ -19,6 +19,9 @@ from edgekit.remote.protocol import EXIT_MISSING
 from edgekit.transport.base import Transport
 from edgekit.types import Artifact, IOBinding, LatencyStats, VerificationResult
 
+# how a device fault reads in a result's reason (JUnit output turns it into an <error>, not a failure)
+COULD_NOT_RUN = "verification could not run"
+
 
 def to_artifact_layout(array: np.ndarray, binding: IOBinding) -> np.ndarray:
     if binding.perm is not None:
@@ -213,7 +216,7 @@ def verify_everywhere(
             return verify_artifact(artifact, samples, references, tolerance, transport, warmup=warmup, runs=runs, options=options,
                                    checks=checks), None
         except DeviceError as exc:
-            skipped = VerificationResult.skipped(f"verification could not run: {exc.message}", where=transport.where,
+            skipped = VerificationResult.skipped(f"{COULD_NOT_RUN}: {exc.message}", where=transport.where,
                                                  device=transport.device_name, samples=samples.count, input_source=samples.source,
                                                  environment=dict(transport.facts), fault=fault_of(exc), **transport.report_fields())
             return skipped, exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.cli import build, cache, devices, doctor, emulator, inspect, locate, targets, verify  # noqa: F401  (they register their commands)
+from edgekit.cli import build, cache, devices, doctor, emulator, inspect, locate, smoke, targets, verify  # noqa: F401  (they register their commands)
 from edgekit.cli.app import cli
 
 

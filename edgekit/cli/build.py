@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +48,20 @@ from edgekit.types import PRECISIONS
 @click.option("--locate", is_flag=True, help="Measure every layer against onnxruntime and name the first divergent one, even if verification passes (done anyway when it fails).")
 @click.option("--fallback", type=click.Choice(["auto", "none"]), help="When verification fails, keep the most sensitive layers in float until it passes. Default: the target's ([fallback] precisions).")
 @click.option("--fallback-budget", type=click.FloatRange(0.0, 1.0), metavar="FRACTION", help="The share of the model's parameters fallback may keep in float. Default: the target's (0.25).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow model files that run code when loaded (a pickled torch module, a Keras Lambda layer). Only for files you trust like a program.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Also write JUnit XML: one testcase per device x output (for CI test reports).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the report JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: Path | None, out_dir: Path, input_shapes: tuple[str, ...],
           verify_data: Path | None, fix_inputs: tuple[str, ...], dequantize: bool, checks: tuple[str, ...],
           no_simplify: bool, no_verify: bool, samples: int, runs: int | None, warmup: int | None, seed: int,
           devices: tuple[str, ...], keep_remote: bool, keep_work: bool, no_cache: bool, allow_foreign_gpu: bool, locate: bool,
-          fallback: str | None, fallback_budget: float | None, as_json: bool, quiet: bool) -> None:
+          fallback: str | None, fallback_budget: float | None, trust_pickle: bool, junit_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Build MODEL for a target, verify it against onnxruntime, and write a report.
+
+    MODEL is an ONNX file, or a PyTorch (.pt2, .pt, .ts) or TensorFlow (SavedModel folder, .keras, .h5) model that is
+    exported to ONNX first and checked against the source (the 'export' stage).
 
     Exit codes: 0 built and verified; 1 verification failed (artifact and report kept);
     3 bad input; 4 a tool failed; 5 a needed extra is not installed; 6 device error (7 unreachable,
@@ -77,14 +85,15 @@ def build(model: Path, targets: tuple[str, ...], precision: str | None, calib: P
     if len(targets) > 1:
         if any(not (d.is_host or d.emulator) for d in device_list):
             raise click.UsageError("a matrix verifies on this host and emulators only (--device host, emu:ARCH); build one target per command for SSH devices")
-        _build_matrix(model, list(targets), out_dir, as_json, quiet, precision=precision, calib=calib,
-                      input_shapes=shapes, options=options, keep_work=keep_work,
+        _build_matrix(model, list(targets), out_dir, as_json, quiet, junit_path, precision=precision, calib=calib,
+                      input_shapes=shapes, options=options, keep_work=keep_work, trust_pickle=trust_pickle,
                       transports_factory=(lambda: device_transports(devices, keep_remote)[0]) if devices else None)
         return
     progress = RichProgress(quiet=quiet or as_json and not sys.stderr.isatty())
     try:
-        report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir, transports=transports,
-                           input_shapes=shapes, options=options, progress=progress, keep_work=keep_work)
+        with junit_on_exit(junit_path, out_dir, targets[0]):
+            report = run_build(model, targets[0], precision=precision, calib=calib, out_dir=out_dir, transports=transports,
+                               input_shapes=shapes, options=options, progress=progress, keep_work=keep_work, trust_pickle=trust_pickle)
     except DeviceError as exc:  # the build is fine, devices failed: show its report, then the error
         progress.close()
         if exc.report is not None:
@@ -106,6 +115,23 @@ def show_report(report: Any, as_json: bool, quiet: bool) -> None:
         click.echo(json.dumps(data, indent=2))
     elif not quiet:
         print_summary(data, report.report_path)
+
+
+@contextlib.contextmanager
+def junit_on_exit(path: Path | None, out_dir: Path, target: str, what: str = "build") -> Iterator[None]:
+    """Write JUnit XML for the build/verification in the block, also when it stops with an edgekit error."""
+    if path is None:
+        yield
+        return
+    from edgekit import junit
+    from edgekit.errors import EdgekitError
+
+    try:
+        yield
+    except EdgekitError as exc:
+        junit.write(path, junit.build_suites(out_dir, target, exc, what))
+        raise
+    junit.write(path, junit.build_suites(out_dir, target, None, what))
 
 
 def device_transports(specs: tuple[str, ...], keep_remote: bool) -> tuple[list, list]:
@@ -131,7 +157,7 @@ def _target_for(targets: tuple[str, ...], devices: list) -> tuple[str, ...]:
     return (named.pop(),)
 
 
-def _build_matrix(model: Path, targets: list[str], out_dir: Path, as_json: bool, quiet: bool, **kwargs: Any) -> None:
+def _build_matrix(model: Path, targets: list[str], out_dir: Path, as_json: bool, quiet: bool, junit_path: Path | None, **kwargs: Any) -> None:
     from edgekit.matrix import build_matrix, exit_code
     from edgekit.report import report_to_dict
 
@@ -144,4 +170,8 @@ def _build_matrix(model: Path, targets: list[str], out_dir: Path, as_json: bool,
     elif not quiet:
         print_matrix(model, results)
     print_matrix_errors(results)
+    if junit_path is not None:
+        from edgekit import junit
+
+        junit.write(junit_path, [suite for r in results for suite in junit.build_suites(r.out_dir, r.target, r.error)])
     sys.exit(exit_code(results))

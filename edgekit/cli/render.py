@@ -293,3 +293,18 @@ def print_probe(device_name: str, probe: dict[str, Any]) -> None:
         click.echo(f"  file transfer    {facts['file_transfer']}" + (f" ({facts['file_transfer_reason']})" if facts.get("file_transfer_reason") else ""))
     if "boot_id" in facts:
         click.echo(f"  boot id          {facts['boot_id'] or 'unknown'}" + (" (rebooted since the last run)" if facts.get("rebooted_since_last_run") else ""))
+
+
+def print_smoke(result: Any) -> None:
+    from rich.markup import escape
+
+    out = console(stderr=False)
+    colours = {"passed": "green", "failed": "red", "skipped": "yellow", "regression": "red"}
+    out.print(f"smoke {result.at}: {result.report['artifact']} ({result.report['target']}), sha256 {result.report['artifact_sha256'][:12]}… checked")
+    for device in result.devices:
+        latency = f"p50 {device.p50_ms:.3f} ms" if device.p50_ms is not None else "no latency"
+        base = f" (baseline {device.baseline_ms:.3f} ms)" if device.baseline_ms is not None else " (first passing run: baseline)"
+        reason = f" — {escape(device.reason)}" if device.reason and device.verdict != "passed" else ""
+        out.print(f"  {device.device:<16} [{colours[device.verdict]}]{device.verdict}[/] {latency}{base if device.p50_ms is not None else ''}{reason}",
+                  soft_wrap=True)
+    out.print(f"exit code {result.exit_code}")
