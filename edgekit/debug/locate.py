@@ -211,8 +211,8 @@ def _worst_samples(backend: Backend, ctx: ConvertContext, artifact: Artifact, sa
         scores.append(min(((0 if c.passed else -1), c.cosine if math.isfinite(c.cosine) else -math.inf,
                            c.sqnr_db if math.isfinite(c.sqnr_db) else -math.inf) for c in checked) if checked else (0, 1.0, math.inf))
     worst = sorted(range(samples.count), key=lambda s: scores[s])[:LOCATE_SAMPLES]
-    rows = [r for s in sorted(worst) for r in range(s * samples.batch, (s + 1) * samples.batch)]
-    return SampleSet({name: array[rows] for name, array in samples.arrays.items()}, samples.source, samples.batch)
+    rows = sorted(worst)
+    return SampleSet({name: array[rows] for name, array in samples.arrays.items()}, samples.source)
 
 
 def _read_named(backend: Backend, artifact: Artifact, ctx: ConvertContext, names: list[str], samples: SampleSet, transport: Transport,
