@@ -158,3 +158,35 @@ def sanitize(model: Any) -> tuple[Any, NameMap]:
         if key is not None:
             node.name = mapping.nodes[key]
     return renamed, mapping
+
+
+#: keys of the locate/fallback report sections (edgekit.debug) whose values name ONNX nodes or tensors
+_NODE_KEYS = frozenset({"node", "fused", "first_divergence"})
+_TENSOR_KEYS = frozenset({"output", "inputs"})
+_TENSOR_DICT_KEYS = frozenset({"unmapped_examples"})
+
+
+def user_names_in(section: Any, original: Any, named: Any, mapping: NameMap) -> Any:
+    """``section`` (a locate or fallback report section, measured on the renamed copy ``named`` of the user's
+    ``original`` model) with node and tensor names put back to the user's, so the report names what the user has."""
+    if not (mapping.tensors or mapping.nodes) or section is None:
+        return section
+    from edgekit.debug.graph import node_id
+
+    nodes = {node_id(new): node_id(old) for old, new in zip(original.graph.node, named.graph.node, strict=True)}
+    tensors = {new: old for old, new in mapping.tensors.items()}
+
+    def walk(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, dict):
+            if key in _TENSOR_DICT_KEYS:
+                return {tensors.get(k, k): walk(v) for k, v in value.items()}
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(item, key) for item in value]
+        if isinstance(value, str) and key in _NODE_KEYS:
+            return nodes.get(value, value)
+        if isinstance(value, str) and key in _TENSOR_KEYS:
+            return tensors.get(value, value)
+        return value
+
+    return walk(section)

@@ -25,7 +25,7 @@ from edgekit.debug.session import DebugRequest, debug_build, fallback_mode
 from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_write_text, copy_item, remove_item, sha256_tree, size_of, sweep_stale, temp_folder
 from edgekit.modelio import save_model
-from edgekit.names import sanitize
+from edgekit.names import sanitize, user_names_in
 from edgekit.prepare import prepare, refuse_blocking
 from edgekit.profiles import TargetProfile, resolve_target
 from edgekit.publish import REPORT_NAME, publish
@@ -354,6 +354,9 @@ def _build(source: Any, exporting: export.ExportSettings | None, profile: Target
     artifact, verifications, device_error = debugged.artifact, debugged.verifications, debugged.device_error
     for result in verifications:
         result.calibration_samples = prepared.calibration_samples
+        result.first_divergence, result.layers, result.locate = (user_names_in(part, simplified, named, names)
+                                                                 for part in (result.first_divergence, result.layers, result.locate))
+    debugged.quantization = user_names_in(debugged.quantization, simplified, named, names)
     files = [artifact.path, *artifact.extra_files]
     report = BuildReport(
         edgekit_version=__version__,
