@@ -76,7 +76,7 @@ def cases(root: ET.Element) -> dict[tuple[str, str], ET.Element]:
 
 def test_verify_on_a_fleet_writes_valid_junit(built: Path, fleet: Path, tmp_path: Path, junit_schemas: list):
     result = cli("verify", str(built), "--device", "fleet", "--junit", str(tmp_path / "verify.xml"), cwd=tmp_path)
-    assert result.returncode == 6, result.stderr  # one device is down
+    assert result.returncode == 7, result.stderr  # one device is down: unreachable (7)
     root = validate(tmp_path / "verify.xml", junit_schemas)
     found = cases(root)
     passed = found[("edgekit.arm-ncnn.pi-a", "high_res")]
@@ -130,7 +130,7 @@ def test_smoke_passes_then_flags_a_latency_regression(built: Path, fleet: Path, 
 
 
 def test_smoke_exit_codes_for_device_numerics_and_tampering(built: Path, fleet: Path, tmp_path: Path):
-    assert smoke(built, "--device", "fleet", cwd=tmp_path).returncode == 6
+    assert smoke(built, "--device", "fleet", cwd=tmp_path).returncode == 7  # the down device is unreachable (7)
     report = json.loads((built / "edgekit-report.json").read_text())
     report["verification"]["tolerances"]["min_sqnr_db"] = 400.0  # the shipped build's own criteria, made unreachable
     (built / "edgekit-report.json").write_text(json.dumps(report))

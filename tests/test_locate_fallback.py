@@ -187,7 +187,7 @@ def _trt_context(models, tmp_path, budget):
     profile = resolve_target("jetson")
     backend = get_backend("tensorrt", profile)
     return ConvertContext(model_path=models["outlier"], model=loaded.proto, inputs=loaded.inputs, outputs=loaded.outputs, profile=profile,
-                          precision="int8", calibration=SampleSet({"x": np.load(models["calib"])}, "calibration:test"), work_dir=tmp_path,
+                          precision="int8", calibration=SampleSet({"x": np.load(models["calib"])[:, None]}, "calibration:test"), work_dir=tmp_path,
                           artifact_stem="outlier_int8", options=backend.options(profile), fallback_budget=budget)
 
 
