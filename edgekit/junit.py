@@ -93,11 +93,13 @@ def error_suite(target: str, what: str, message: str) -> Suite:
 def build_suites(out_dir: Path, target: str, error: Exception | None, what: str = "build") -> list[Suite]:
     """Suites for one `edgekit build`/`verify`: from the report it wrote (also after a device fault, which still
     writes one), else one error testcase naming what stopped it."""
+    from edgekit.errors import DeviceError
     from edgekit.report import load_report
 
     report_path = Path(out_dir) / "edgekit-report.json"
     message = getattr(error, "message", None) or (str(error) if error else None)
-    if report_path.is_file() and (error is None or getattr(error, "exit_code", None) == 6):
+    # a device fault (exit 6-11) still wrote the report, with each device's outcome in it
+    if report_path.is_file() and (error is None or isinstance(error, DeviceError)):
         return [report_suite(load_report(report_path))]
     return [error_suite(target, what, message or "no report was written")]
 

@@ -161,9 +161,18 @@ def sanitize(model: Any) -> tuple[Any, NameMap]:
 
 
 #: keys of the locate/fallback report sections (edgekit.debug) whose values name ONNX nodes or tensors
-_NODE_KEYS = frozenset({"node", "fused", "first_divergence"})
+_NODE_KEYS = frozenset({"node", "fused", "first_divergence", "added"})
 _TENSOR_KEYS = frozenset({"output", "inputs"})
 _TENSOR_DICT_KEYS = frozenset({"unmapped_examples"})
+
+
+def user_node_ids(original: Any, named: Any) -> dict[str, str]:
+    """Node ids (edgekit.debug.graph.node_id) in the renamed copy ``named`` -> the same node's id in ``original``,
+    for the nodes whose id changed."""
+    from edgekit.debug.graph import node_id
+
+    pairs = ((node_id(new), node_id(old)) for old, new in zip(original.graph.node, named.graph.node, strict=True))
+    return {new: old for new, old in pairs if new != old}
 
 
 def user_names_in(section: Any, original: Any, named: Any, mapping: NameMap) -> Any:
@@ -171,9 +180,7 @@ def user_names_in(section: Any, original: Any, named: Any, mapping: NameMap) -> 
     ``original`` model) with node and tensor names put back to the user's, so the report names what the user has."""
     if not (mapping.tensors or mapping.nodes) or section is None:
         return section
-    from edgekit.debug.graph import node_id
-
-    nodes = {node_id(new): node_id(old) for old, new in zip(original.graph.node, named.graph.node, strict=True)}
+    nodes = user_node_ids(original, named)
     tensors = {new: old for old, new in mapping.tensors.items()}
 
     def walk(value: Any, key: str | None = None) -> Any:

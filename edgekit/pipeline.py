@@ -25,7 +25,7 @@ from edgekit.debug.session import DebugRequest, debug_build, fallback_mode
 from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
 from edgekit.fsutil import atomic_write_text, copy_item, remove_item, sha256_tree, size_of, sweep_stale, temp_folder
 from edgekit.modelio import save_model
-from edgekit.names import sanitize, user_names_in
+from edgekit.names import sanitize, user_names_in, user_node_ids
 from edgekit.prepare import prepare, refuse_blocking
 from edgekit.profiles import TargetProfile, resolve_target
 from edgekit.publish import REPORT_NAME, publish
@@ -328,7 +328,7 @@ def _build(source: Any, exporting: export.ExportSettings | None, profile: Target
                          profile=profile, precision=precision, calibration=calibration.renamed(names.tensors) if calibration else None,
                          work_dir=work_dir, artifact_stem=f"{stem}_{precision}", options=backend.options(profile), source_path=model_path,
                          build_host=build_host, log=run.progress.message, shared_dir=work_dir,
-                         fallback_budget=_fallback_budget(profile, options, precision))
+                         fallback_budget=_fallback_budget(profile, options, precision), user_nodes=user_node_ids(simplified, named))
     with run.stage("convert", f"Converting with the {backend.name} backend ({precision})"):
         artifact = backend.convert(ctx)
     artifact.inputs, artifact.outputs = names.restore(artifact.inputs), names.restore(artifact.outputs)

@@ -88,10 +88,11 @@ def judge(p50: float | None, base: float | None, threshold: float, min_ms: float
     return p50 is not None and base is not None and p50 > base * (1.0 + threshold) and p50 - base > min_ms
 
 
-def smoke_round(out: Path, transports: list[Transport], threshold: float, min_ms: float) -> SmokeRound:
+def smoke_round(out: Path, transports: list[Transport], threshold: float, min_ms: float,
+                tolerance_overrides: list[str] | tuple[str, ...] = ()) -> SmokeRound:
     from edgekit.reverify import reverify
 
-    report, error = reverify(out, transports)
+    report, error = reverify(out, transports, tolerance_overrides=tolerance_overrides)
     data = report_to_dict(report)
     folder = report.report_path.parent  # reverify wrote the report beside the artifact
     history = load_history(folder)

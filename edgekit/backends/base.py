@@ -79,6 +79,17 @@ class ConvertContext:
     build_host: BuildHost = field(default_factory=BuildHost)
     stages: list[StageRecord] = field(default_factory=list)
     log: Callable[[str], None] = lambda message: None
+    #: node ids in ``model`` -> the user's node ids, where edgekit renamed them for the converters (edgekit.names):
+    #: messages name the user's nodes, and options naming the user's nodes find them in ``model``
+    user_nodes: dict[str, str] = field(default_factory=dict)
+
+    def user_node(self, node: str) -> str:
+        """The user's id of a node of ``model``."""
+        return self.user_nodes.get(node, node)
+
+    def model_node(self, user_node: str) -> str:
+        """The id in ``model`` of a node the user named."""
+        return next((ours for ours, theirs in self.user_nodes.items() if theirs == user_node), user_node)
 
     def record(self, name: str, started: float, tool: str | None = None, tool_version: str | None = None, **detail: Any) -> StageRecord:
         stage = StageRecord(name, round(time.perf_counter() - started, 3), tool, tool_version, detail)

@@ -22,10 +22,12 @@ from edgekit.cli.build import device_transports
 @click.option("--every", type=click.FloatRange(1.0, 86400.0), help="Repeat every N seconds (with --count; for unattended runs prefer cron, see docs/ci.md).")
 @click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True, help="Number of rounds.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML of the last round (one testcase per device x output, plus latency).")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION:]KEY=VALUE",
+              help="Override a pass criterion of the target profile (as for 'edgekit verify'), e.g. min_sqnr_db=30. Repeatable.")
 @click.option("--keep-remote", is_flag=True, help="Keep the per-run folder on the device.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per round.")
 def smoke(build: Path, devices: tuple[str, ...], threshold: float, min_ms: float, every: float | None, count: int,
-          junit_path: Path | None, keep_remote: bool, as_json: bool) -> None:
+          junit_path: Path | None, tolerances: tuple[str, ...], keep_remote: bool, as_json: bool) -> None:
     """Re-verify the build in BUILD on devices: sha256, numerics, and p50 latency against the last passing run
     (kept in BUILD/edgekit-smoke.json).
 
@@ -43,7 +45,7 @@ def smoke(build: Path, devices: tuple[str, ...], threshold: float, min_ms: float
     for index in range(count):
         if index:
             time.sleep(every or 0)
-        result = smoke_round(build, transports, threshold, min_ms)
+        result = smoke_round(build, transports, threshold, min_ms, tolerances)
         if junit_path is not None:
             junit.write(junit_path, result.junit)
         if as_json:

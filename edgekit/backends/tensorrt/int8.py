@@ -43,7 +43,8 @@ def quantize(ctx: ConvertContext, onnx_path: Path, options: TrtOptions) -> Int8R
     by_name = onnx_path == ctx.model_path  # a shape-range build quantizes the source model, whose names may differ
 
     def attempt(floats: frozenset[str]) -> Attempt:
-        excluded = tuple(dict.fromkeys([*options.int8_exclude_nodes, *sorted(floats)]))
+        asked = [ctx.model_node(node) for node in options.int8_exclude_nodes] if by_name else list(options.int8_exclude_nodes)
+        excluded = tuple(dict.fromkeys([*asked, *sorted(floats)]))
         target = ctx.work_dir / (f"{ctx.artifact_stem}.qdq.onnx" if not floats else f"{ctx.artifact_stem}.qdq-{len(floats)}.onnx")
         qdq = quantize_qdq(onnx_path, ctx.calibration, target, op_types=options.int8_op_types,  # type: ignore[arg-type]
                            calibration_method=options.calibration_method, nodes_to_exclude=excluded)
@@ -69,11 +70,11 @@ def quantize(ctx: ConvertContext, onnx_path: Path, options: TrtOptions) -> Int8R
     detail = {**qdq.to_dict(), "check": check.to_dict(), **({"fallback": fallback} if fallback else {})}
     ctx.record("quantize", started, "onnxruntime.quantization", qdq.tool_version, **qdq.to_dict(), check_passed=check.passed,
                min_sqnr_db=min(o.sqnr_db for o in check.outputs), min_cosine=min(o.cosine for o in check.outputs),
-               **({"fallback_rounds": len(fallback["rounds"]) - 1, "float_layers": sorted(chosen.float_layers)} if fallback else {}))
+               **({"fallback_rounds": len(fallback["rounds"]) - 1, "float_layers": sorted(ctx.user_node(n) for n in chosen.float_layers)} if fallback else {}))
     if not check.passed:
         worst = ", ".join(f"{o.name}: cosine {o.cosine:.4f}, SQNR {o.sqnr_db:.1f} dB" for o in check.outputs if not o.passed)
         located = relocate(chosen)
-        where = f"; first divergent node: {located.first_divergence.node}" if located and located.first_divergence else ""
+        where = f"; first divergent node: {ctx.user_node(located.first_divergence.node)}" if located and located.first_divergence else ""
         tried = f"; per-layer fallback kept {len(chosen.float_layers)} nodes in float and stopped ({fallback['stopped']})" if fallback else ""
         raise VerificationFailed(
             f"the int8 QDQ model fails its onnxruntime check against the float model ({worst}; needs cosine >= "
