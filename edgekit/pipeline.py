@@ -20,16 +20,15 @@ from typing import Any, Protocol
 from edgekit import __version__, cache, export
 from edgekit._lazy import version_of
 from edgekit.backends import Backend, BuildHost, ConvertContext, get_backend
+from edgekit.build_outputs import cache_key, ensure_dir, publish_build, restore, store, write_report  # noqa: F401  (write_report: the API)
 from edgekit.calibration import SampleSet
 from edgekit.debug.session import DebugRequest, debug_build, fallback_mode
-from edgekit.errors import CalibrationError, EdgekitError, ModelError, OptionsError, StageError, ToolError
-from edgekit.fsutil import atomic_write_text, copy_item, remove_item, sha256_tree, size_of, sweep_stale, temp_folder
+from edgekit.errors import CalibrationError, EdgekitError, OptionsError, StageError, ToolError
+from edgekit.fsutil import copy_item, remove_item, sha256_tree, size_of, sweep_stale, temp_folder
 from edgekit.modelio import save_model
 from edgekit.names import sanitize, user_names_in, user_node_ids
 from edgekit.prepare import prepare, refuse_blocking
 from edgekit.profiles import TargetProfile, resolve_target
-from edgekit.publish import REPORT_NAME, publish
-from edgekit.report import report_from_dict, report_to_json
 from edgekit.simplify import simplify as run_simplify
 from edgekit.transport.base import Transport
 from edgekit.transport.local import LocalTransport
@@ -164,23 +163,23 @@ def build(
     transports = list(transports or ([transport] if transport is not None else []))
     for place in transports:
         place.use_profile(profile)
-    key = _cache_key(model, profile, chosen, options, tool_versions, transports, backend, exporting)
+    key = cache_key(model, profile, chosen, options, tool_versions, transports, backend, exporting)
     dropped = None
     if key is not None and options.use_cache and not transports:
         found = cache.lookup(key)
         if found.entry is not None:
-            return _restore(found, options.out_dir, run)
+            return restore(found, options.out_dir, run.add)
         if found.dropped:
             dropped = found.dropped
             run.progress.message(f"{dropped}; building again")
 
-    out_dir = _ensure_dir(options.out_dir)
+    out_dir = ensure_dir(options.out_dir)
     sweep_stale(out_dir)  # temporaries of builds killed earlier
     work_dir = temp_folder(out_dir, "work").resolve()
     try:
         report, device_error = _build(model, exporting, profile, chosen, backend, options, run, work_dir, transports)
-        report.cache = _store(key, report, work_dir / STAGING, replace=not options.use_cache, dropped=dropped, run=run)
-        _publish(report, work_dir / STAGING, out_dir)
+        report.cache = store(key, report, work_dir / STAGING, replace=not options.use_cache, dropped=dropped, message=run.progress.message)
+        publish_build(report, work_dir / STAGING, out_dir)
     finally:
         if keep_work:
             run.progress.message(f"work files kept in {work_dir}")
@@ -190,102 +189,6 @@ def build(
         device_error.report = report
         raise device_error
     return report
-
-
-def _cache_key(model: Any, profile: TargetProfile, precision: str, options: BuildOptions, tool_versions: dict[str, str],
-               transports: list[Transport], backend: Backend, exporting: export.ExportSettings | None) -> str | None:
-    # an in-memory module is never cached: its code can change without any file changing
-    if not isinstance(model, Path) or not (model.is_file() or (exporting is not None and model.is_dir())):
-        return None  # the load stage explains what is wrong with it
-    settings = {"precision": precision, "input_shapes": sorted(options.input_shapes.items()), "simplify": options.simplify,
-                "verify": options.verify, "samples": options.max_samples, "seed": options.seed,
-                "runs": options.latency_runs, "warmup": options.warmup_runs}
-    if options.input_shape_ranges:
-        settings["input_shape_ranges"] = sorted(options.input_shape_ranges.items())
-    settings["backend_options"] = dataclasses.asdict(backend.options(profile))
-    # builds made on a device are never served from the cache; one made here may depend on this machine (TensorRT)
-    settings["build_host"] = None if transports else backend.build_host_identity()
-    settings.update(_real_export_settings(options))
-    settings["locate"], settings["fallback"] = options.locate, fallback_mode(profile, options, precision)
-    if exporting is not None:
-        settings["export"] = export.cache_identity(exporting)
-    place = [str(t.device_name) for t in transports] or ["host"]
-    calib = options.calib if options.calib is not None and options.calib.exists() else None
-    try:
-        return cache.build_key(model, calib, profile.to_dict(), settings, tool_versions, place)
-    except ModelError:
-        return None  # unsafe external data: nothing was read for the key, and the load stage refuses the model
-
-
-def _real_export_settings(options: BuildOptions) -> dict:
-    """Cache-key entries of --verify-data, --fix-input, --dequantize and --check (files by content)."""
-    def content(path: Path | str) -> str:
-        return sha256_tree(Path(path)) if Path(path).exists() else f"missing:{path}"
-
-    settings: dict = {}
-    if options.verify_data is not None:
-        settings["verify_data"] = content(options.verify_data)
-    if options.fix_inputs:
-        settings["fix_inputs"] = {k: content(v[1:]) if isinstance(v, str) and v.startswith("@") else repr(v) for k, v in sorted(options.fix_inputs.items())}
-    if options.dequantize:
-        settings["dequantize"] = True
-    if options.checks:
-        settings["checks"] = {k: dict(sorted(v.items())) for k, v in sorted(options.checks.items())}
-    return settings
-
-
-def _restore(found: cache.Lookup, out_dir: Path, run: _Run) -> BuildReport:
-    started = time.perf_counter()
-    assert found.entry is not None and found.report is not None
-    report = report_from_dict(found.report)
-    report.cache = {"hit": True, "key": found.entry.key}
-    staging = temp_folder(_ensure_dir(out_dir), "publish")
-    try:
-        cache.copy_files(found.entry, _kept_files(found.report), staging)
-        _publish(report, staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    run.add(StageRecord("cache", round(time.perf_counter() - started, 3), "edgekit-cache", None,
-                        {"hit": True, "key": found.entry.key[:16]}))
-    return report
-
-
-def _store(key: str | None, report: BuildReport, staging: Path, replace: bool, dropped: str | None, run: _Run) -> dict | None:
-    """Store a good build in the cache; returns the report's ``cache`` section, which says whether it was written."""
-    if key is None:
-        return None
-    info = {"hit": False, "key": key, **({"dropped": dropped} if dropped else {})}
-    if report.verification.status == "failed":
-        return {**info, "stored": False}  # a failed build is never served again
-    report.cache = info
-    summary = {"target": report.target, "precision": report.precision, "artifact": report.artifact,
-               "model": Path(report.source_model).name, "status": report.verification.status}
-    try:
-        cache.store(key, [staging / name for name in _kept_files(report.to_dict())], report_to_json(report), summary, replace=replace)
-    except OSError as exc:  # a cache that cannot be written (full, read-only) must never fail a good build
-        run.progress.message(f"cache not written: {exc}; the build itself is complete")
-        return {**info, "stored": False, "not_written": str(exc)}
-    return {**info, "stored": True}
-
-
-def _publish(report: BuildReport, staging: Path, out_dir: Path) -> None:
-    write_report(report, staging)
-    publish(staging, out_dir, _kept_files(report.to_dict()))
-    report.report_path = out_dir / REPORT_NAME
-
-
-def _kept_files(data: dict) -> list[str]:
-    """The files of a build worth caching: the artifact's, and the exported ONNX model of a PyTorch/TensorFlow source."""
-    exported = (data.get("export") or {}).get("onnx")
-    return [*(data.get("artifact_files") or [data["artifact"]]), *([exported] if exported else [])]
-
-
-def _ensure_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OptionsError(f"cannot create output folder {path}: {exc}") from None
-    return path
 
 
 def _build(source: Any, exporting: export.ExportSettings | None, profile: TargetProfile, precision: str, backend: Backend,
@@ -455,15 +358,3 @@ def overall_status(results: list[VerificationResult]) -> str:
     if "failed" in statuses:
         return "failed"
     return "passed" if statuses == {"passed"} else "skipped"
-
-
-def write_report(report: BuildReport, out_dir: Path) -> Path:
-    """edgekit-report.json (the contract) and report.html (for people), both atomically."""
-    from edgekit.html_report import write_html
-    from edgekit.report import report_to_dict
-
-    path = out_dir / REPORT_NAME
-    atomic_write_text(path, report_to_json(report))
-    write_html(report_to_dict(report), out_dir)
-    report.report_path = path
-    return path

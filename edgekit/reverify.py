@@ -143,7 +143,8 @@ def reverify(path: Path, transports: list[Transport] | None = None, model: Path 
     )
     for result in results:
         result.calibration_samples = int(verification.get("calibration_samples") or 0)
-    from edgekit.pipeline import primary_result, write_report
+    from edgekit.build_outputs import write_report
+    from edgekit.pipeline import primary_result
 
     report = report_from_dict(data)
     report.verification = primary_result(results)

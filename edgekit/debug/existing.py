@@ -42,7 +42,7 @@ def locate_build(path: Path, transports: list[Transport] | None = None, model: P
         located = locate(LocateRequest(backend, ctx, build.artifact, samples, build.tolerance, transports[0] if transports else None))
     report.stages = [s for s in report.stages if s.name != "locate"] + [locate_stage(located, time.perf_counter() - started)]
     attach(report.verification, located)
-    from edgekit.pipeline import write_report
+    from edgekit.build_outputs import write_report
 
     write_report(report, build.folder)
     return report
