@@ -54,6 +54,8 @@ class Outcome:
     stages: dict[str, float] = field(default_factory=dict)
     outputs: list[dict] = field(default_factory=list)
     intermediate: dict | None = None  # Core ML: the PyTorch step's check against onnxruntime (the .mlpackage runs only on Apple systems)
+    #: locate and per-layer fallback (issue 12): the first divergent node, the layers kept float and their size cost
+    debug: dict | None = None
     command: list[str] = field(default_factory=list)
     stderr_tail: str = ""
 
@@ -193,12 +195,27 @@ def _from_report(outcome: Outcome, report: dict) -> Outcome:
         outcome.status, outcome.detail = FAILED, _failures(outcome.outputs) or verification.get("reason") or ""
     else:
         outcome.status, outcome.detail = UNVERIFIED, verification.get("reason") or "verification skipped"
+    outcome.debug = debug_summary(report)
     checks = [c for s in report.get("stages", []) for c in ((s.get("detail") or {}).get("intermediate_check") or {}).get("checks", [])]
     if checks:
         sqnr, name = worst([o for c in checks for o in c["outputs"]])
         outcome.intermediate = {"passed": all(c["passed"] for c in checks), "steps": [c["step"] for c in checks],
                                 "worst_sqnr_db": str(sqnr) if not math.isfinite(sqnr) else sqnr, "worst_output": name}
     return outcome
+
+
+def debug_summary(report: dict) -> dict | None:
+    """What locate and fallback did in a build: the first divergent node (after fallback, else before it), the
+    layers kept float (by ONNX node) and their size cost; None when neither ran."""
+    verification, quantization = report["verification"], report.get("quantization") or {}
+    rounds = quantization.get("rounds") or []
+    first = verification.get("first_divergence") or (rounds[0].get("first_divergence") if rounds else None)
+    floats = [layer["node"] for layer in quantization.get("float_layers") or []]
+    if not (first or floats or rounds):
+        return None
+    return {"first_divergence": first, "before_fallback": bool(first) and not verification.get("first_divergence"),
+            "float_layers": floats, "size_cost_bytes": quantization.get("size_cost_bytes") or 0, "rounds": len(rounds),
+            "fallback": quantization.get("fallback")}
 
 
 def refresh_detail(row: dict) -> dict:

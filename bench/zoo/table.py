@@ -16,8 +16,25 @@ def _clean(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
+def debug_text(row: dict) -> str:
+    """Locate and fallback in a few words: layers kept float (and their size cost), or the first divergent node."""
+    debug = row.get("debug") or {}
+    floats = debug.get("float_layers") or []
+    parts = []
+    if floats:
+        parts.append(f"{len(floats)} layer{'s' if len(floats) != 1 else ''} float, {debug.get('size_cost_bytes', 0) / 1024:+.0f} KiB")
+    first = debug.get("first_divergence")
+    if first and row["status"] != PASS:
+        parts.append(f"first divergence `{_clean(first['node'])}` ({first['op']})")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def cell_text(row: dict, reasons: dict[str, int]) -> str:
     """A short cell; a failure's reason goes into the numbered list under the table (one number per distinct text)."""
+    return _status_text(row, reasons) + debug_text(row)
+
+
+def _status_text(row: dict, reasons: dict[str, int]) -> str:
     status = row["status"]
     sqnr = sqnr_value(row["worst_sqnr_db"]) if row.get("worst_sqnr_db") is not None else None
     if status == PASS:
