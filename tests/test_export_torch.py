@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -22,8 +23,14 @@ pytestmark = pytest.mark.slow
 EXAMPLE = (1, 4, 20)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def edgekit_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=1500)
+    # the repo on the path: a pickled module's class (tests.models) must be importable, as the user's package would be
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "edgekit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "PYTHONPATH": path})
 
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,8 @@ def export_samples(loaded: LoadedModel, settings: ExportSettings) -> SampleSet:
 
 def with_repeat(samples: SampleSet) -> SampleSet:
     """The samples plus sample 0 again at the end: a source that answers differently twice is not deterministic."""
-    arrays = {name: np.concatenate([array, array[: samples.batch]]) for name, array in samples.arrays.items()}
-    return SampleSet(arrays, samples.source, samples.batch)
+    arrays = {name: np.concatenate([array, array[:1]]) for name, array in samples.arrays.items()}
+    return SampleSet(arrays, samples.source)
 
 
 def check_export(loaded: LoadedModel, samples: SampleSet, run_source: SourceRunner, settings: ExportSettings,
