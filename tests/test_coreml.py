@@ -263,3 +263,35 @@ def test_cli_build_ios_ends_skipped_with_exit_0(superres, tmp_path):
     convert = next(s for s in report["stages"] if s["name"] == "convert")
     assert convert["detail"]["intermediate_check"]["passed"] is True
     assert convert["detail"]["route"].startswith("onnx2torch")
+
+
+def test_rank2_prelu_is_rewritten_exactly_for_coremltools():
+    """coremltools' prelu takes ranks 3-5; the zoo's MTCNN R-Net/O-Net have a per-channel PReLU after a Gemm."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.backends.coreml.onnx_fixes import prelu_as_relus
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc", transB=1), helper.make_node("PRelu", ["h", "slope"], ["y"], name="/prelu5/PRelu"),
+         helper.make_node("PRelu", ["x4", "slope4"], ["y4"], name="conv_prelu")],
+        "prelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]), helper.make_tensor_value_info("x4", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5]), helper.make_tensor_value_info("y4", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [numpy_helper.from_array(rng.standard_normal((5, 6)).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
+         numpy_helper.from_array(rng.uniform(0.1, 0.5, 5).astype(np.float32), "slope"),
+         numpy_helper.from_array(rng.uniform(0.1, 0.5, (3, 1, 1)).astype(np.float32), "slope4")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    fixed, rewritten = prelu_as_relus(model)
+    assert rewritten == ["/prelu5/PRelu"]  # the rank-4 PReLU is left to coremltools
+    assert [n.op_type for n in fixed.graph.node].count("PRelu") == 1
+    onnx.checker.check_model(fixed)
+    feed = {"x": rng.standard_normal((2, 6)).astype(np.float32), "x4": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+    for before, after in zip(run(model), run(fixed), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert prelu_as_relus(onnx.ModelProto())[1] == []

@@ -164,8 +164,9 @@ def classify(model: str, cell: Cell, code: int | None, stdout: str, stderr: str,
         if not lines:
             outcome.detail = f"exit {code} without an edgekit error message" + (f": {_traceback(stderr)}" if _traceback(stderr) else "")
             return outcome
-        outcome.status = REFUSED if code in (3, 5) else TOOL if code == 4 else "device error"
         stage = next((m.group(1) for line in lines if (m := re.search(r"\(stage '(\w+)' failed", line))), None)
+        # a backend that cannot take an op says so at load, before any converter runs: a refusal, not a tool failure
+        outcome.status = REFUSED if code in (3, 5) or stage == "load" else TOOL if code == 4 else "device error"
         summary = error_summary(lines)
         outcome.detail = (f"{stage}: " if stage and not summary.startswith(f"{stage}:") else "") + summary
         return outcome
@@ -222,6 +223,8 @@ def refresh_detail(row: dict) -> dict:
     """Re-summarize a refused/tool-failure row from its recorded stderr tail (after the summary rules improve)."""
     if row["status"] not in (REFUSED, TOOL):
         return row
+    if row["status"] == TOOL and row["detail"].startswith("load:"):
+        row = {**row, "status": REFUSED}  # refused at load, before any converter ran (rows classified before that rule)
     tail = row.get("stderr_tail") or ""
     lines = _error_lines(tail)
     stage = row["detail"].split(":", 1)[0]

@@ -44,7 +44,10 @@ def describe_blocking(found: dict[str, list[str]]) -> list[str]:
 
 def to_torch(model: Any) -> Any:
     """The onnx2torch module in eval mode; unsupported ops become a StageError naming op and nodes."""
+    from edgekit.backends.coreml.onnx_fixes import prelu_as_relus
+
     onnx2torch = require("onnx2torch", "coreml", purpose="ONNX to PyTorch for Core ML")
+    model, _ = prelu_as_relus(model)  # coremltools' prelu takes ranks 3-5 only
     try:
         return onnx2torch.convert(model).eval()
     except NotImplementedError as exc:

@@ -1,0 +1,51 @@
+"""ONNX rewrites the Core ML route needs, exact by construction.
+
+coremltools' ``prelu`` takes rank-3 to rank-5 inputs only ("prelu op: rank 3 or rank 5 input is only supported"):
+a per-channel PReLU after a fully connected layer (rank 2, the zoo's MTCNN R-Net and O-Net) stops the conversion.
+``PReLU(x, slope) = Relu(x) - slope * Relu(-x)`` computes the same for every x (one side of each is zero) with ops
+every route converts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: input ranks coremltools' prelu converts
+PRELU_RANKS = (3, 4, 5)
+
+
+def _ranks(model: Any) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+            if v.type.tensor_type.HasField("shape")}
+
+
+def prelu_as_relus(model: Any) -> tuple[Any, list[str]]:
+    """A copy of ``model`` whose PReLUs on inputs of ranks coremltools cannot take are Relu/Neg/Mul/Sub, and the
+    rewritten nodes' names; ``model`` itself when there are none."""
+    import onnx
+    from onnx import helper
+
+    ranks = _ranks(model)
+    targets = [n for n in model.graph.node if n.op_type == "PRelu" and ranks.get(n.input[0], 4) not in PRELU_RANKS]
+    if not targets:
+        return model, []
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    nodes = []
+    for index, node in enumerate(fixed.graph.node):
+        if node.op_type != "PRelu" or ranks.get(node.input[0], 4) in PRELU_RANKS:
+            nodes.append(node)
+            continue
+        x, slope, y = node.input[0], node.input[1], node.output[0]
+        base = f"{node.name or 'PRelu'}_{index}_coreml"
+        nodes += [helper.make_node("Relu", [x], [f"{base}_pos"], name=f"{base}_relu"),
+                  helper.make_node("Neg", [x], [f"{base}_neg"], name=f"{base}_neg"),
+                  helper.make_node("Relu", [f"{base}_neg"], [f"{base}_negrelu"], name=f"{base}_negrelu"),
+                  helper.make_node("Mul", [slope, f"{base}_negrelu"], [f"{base}_scaled"], name=f"{base}_mul"),
+                  helper.make_node("Sub", [f"{base}_pos", f"{base}_scaled"], [y], name=node.name or f"{base}_sub")]
+    del fixed.graph.node[:]
+    fixed.graph.node.extend(nodes)
+    return fixed, [n.name or "<unnamed>" for n in targets]
