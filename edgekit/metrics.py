@@ -29,6 +29,9 @@ def error_histogram(abs_errors: np.ndarray) -> list[int]:
 def gain_of(ref: np.ndarray, out: np.ndarray) -> float:
     """<out, ref> / <ref, ref>: 1.0 for a perfect match; an all-zero reference gives 1.0 when the output is all zero
     too, else inf (any output is then pure noise)."""
+    # normalized first, so that the squares of a tiny (1e-200) reference do not underflow to 0
+    scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, float(np.max(np.abs(out))) if out.size else 0.0) or 1.0
+    ref, out = ref / scale, out / scale
     signal = float(np.dot(ref, ref))
     if signal == 0.0:
         return 1.0 if not np.any(out) else math.inf
