@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _status_text(row: dict, reasons: dict[str, int]) -> str:
         return f"pass {sqnr:.1f} dB"
     if status == SKIPPED:
         return f"skipped: {row['detail']}"
-    if status == FAILED and sqnr is not None:
+    if status == FAILED and sqnr is not None and math.isfinite(sqnr):
         return f"**failed** {row['worst_output']}: SQNR {sqnr:.1f} dB"
     reason = _clean(row["detail"])
     number = reasons.setdefault(reason, len(reasons) + 1)
