@@ -295,3 +295,32 @@ def test_rank2_prelu_is_rewritten_exactly_for_coremltools():
     for before, after in zip(run(model), run(fixed), strict=True):
         np.testing.assert_array_equal(before, after)
     assert prelu_as_relus(onnx.ModelProto())[1] == []
+
+
+def _pool_model(path: Path, dropout: bool, pads: list[int]) -> Path:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c"], ["p"], name="odd_pool", kernel_shape=[2, 2], pads=pads)]
+    if dropout:
+        nodes.append(helper.make_node("Dropout", ["p"], ["y"], name="drop"))
+    else:
+        nodes.append(helper.make_node("Identity", ["p"], ["y"], name="same"))
+    out = 8 + pads[0] + pads[2] - 1
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, out, out])],
+                              [onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+def test_inference_dropout_is_judged_after_simplification(tmp_path, ios):
+    """onnx2torch has no Dropout converter, but the simplifier removes an inference Dropout: no refusal at load."""
+    report = build(_pool_model(tmp_path / "drop.onnx", dropout=True, pads=[0, 0, 0, 0]), ios, precision="fp16", out_dir=tmp_path / "out")
+    assert report.verification.status == "skipped" and "macOS" in report.verification.reason  # built; Linux cannot run it
+    assert list((tmp_path / "out").glob("*.mlpackage"))
+
+
+def test_asymmetric_average_pool_is_refused_at_load(tmp_path, ios):
+    with pytest.raises(StageError) as info:
+        build(_pool_model(tmp_path / "pool.onnx", dropout=False, pads=[0, 0, 1, 1]), ios, precision="fp16", out_dir=tmp_path / "out")
+    assert "AveragePool with unequal begin/end pads (odd_pool)" in str(info.value) and "stage 'load' failed" in str(info.value)

@@ -27,6 +27,7 @@ from edgekit.backends.coreml import torch_leg
 from edgekit.backends.coreml.layers import weight_constants
 from edgekit.backends.coreml.options import CoreMLOptions
 from edgekit.backends.coreml.package import coreml_name, describe_package, import_coremltools, quiet_tools
+from edgekit.backends.graph_checks import asymmetric_average_pools
 from edgekit.calibration import SampleSet, random_samples
 from edgekit.errors import BackendUnavailable, ProfileError, StageError, tail
 from edgekit.fsutil import sha256_file, size_of
@@ -54,7 +55,12 @@ class CoreMLBackend(Backend):
         return precision == "int8" and self.options(profile).int8_activations
 
     def blocking_ops(self, model: Any) -> list[str]:
-        return torch_leg.describe_blocking(torch_leg.blocking_nodes(model))
+        found = torch_leg.describe_blocking(torch_leg.blocking_nodes(model))
+        pools = asymmetric_average_pools(model)
+        if pools:
+            found.append(f"AveragePool with unequal begin/end pads ({', '.join(pools[:5])}{'...' if len(pools) > 5 else ''}): "
+                         "onnx2torch does not implement it, so the Core ML route stops here")
+        return found
 
     def runner_options(self, artifact: Artifact, profile: TargetProfile) -> dict[str, Any]:
         options = self.options(profile)

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.backends._subprocess import ToolRun, run_tool
 from edgekit.backends.base import ArtifactTensor, Backend, ConvertContext
+from edgekit.backends.graph_checks import asymmetric_average_pools
 from edgekit.backends.ncnn.format import read_param
 from edgekit.backends.ncnn.mixed import float_ncnn_layers, fp16_except, no_int8_layers
 from edgekit.backends.ncnn.onnx_fixes import pnnx_ready_recurrent
@@ -123,7 +124,7 @@ class NcnnBackend(Backend):
         found = super().blocking_ops(model)
         for nodes, what in ((_strided_slices(model), "Slice with steps other than 1 ({}): ncnn has no strided slice; pnnx writes "
                                                     "Tensor.slice, which the ncnn runtime does not implement"),
-                            (_asymmetric_average_pools(model), "AveragePool with unequal begin/end pads ({}): pnnx leaves it as an "
+                            (asymmetric_average_pools(model), "AveragePool with unequal begin/end pads ({}): pnnx leaves it as an "
                                                                "AveragePool layer, which the ncnn runtime does not implement")):
             if nodes:
                 found.append(what.format(", ".join(nodes[:5]) + ("..." if len(nodes) > 5 else "")))
@@ -305,16 +306,6 @@ def _strided_slices(model: Any) -> list[str]:
             steps = numpy_helper.to_array(constants[node.input[4]])
             if np.any(np.abs(steps) != 1):
                 found.append(node.name or "<unnamed>")
-    return found
-
-
-def _asymmetric_average_pools(model: Any) -> list[str]:
-    """AveragePool nodes whose pads differ at the begin and end of an axis (Inception v1's last pool: pads 0, 0, 1, 1)."""
-    found = []
-    for node in model.graph.node:
-        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
-        if node.op_type == "AveragePool" and pads and pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
-            found.append(node.name or "<unnamed>")
     return found
 
 
