@@ -324,3 +324,29 @@ def test_asymmetric_average_pool_is_refused_at_load(tmp_path, ios):
     with pytest.raises(StageError) as info:
         build(_pool_model(tmp_path / "pool.onnx", dropout=False, pads=[0, 0, 1, 1]), ios, precision="fp16", out_dir=tmp_path / "out")
     assert "AveragePool with unequal begin/end pads (odd_pool)" in str(info.value) and "stage 'load' failed" in str(info.value)
+
+
+def test_inference_dropout_becomes_identity_before_onnx2torch(tmp_path):
+    """Old-opset Dropout before a Gemm (AlexNet's classifier): onnx2torch has no converter at opset 9 and a broken
+    one at 13 (the Gemm got a 0-d tensor); as an Identity the module runs and matches onnxruntime."""
+    import onnxruntime as ort
+    import torch
+    from onnx import numpy_helper
+
+    from edgekit.backends.coreml.onnx_fixes import dropout_as_identity
+    from edgekit.backends.coreml.torch_leg import blocking_nodes, to_torch
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc6", transB=1), helper.make_node("Relu", ["h"], ["r"], name="relu6"),
+         helper.make_node("Dropout", ["r"], ["d", "mask"], name="drop6"), helper.make_node("Gemm", ["d", "w2"], ["y"], name="fc7", transB=1)],
+        "classifier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1"), numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    fixed, rewritten = dropout_as_identity(model)
+    assert rewritten == ["drop6"] and "Dropout" not in blocking_nodes(model)
+    x = rng.standard_normal((1, 16)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0], expected)
+    with torch.no_grad():
+        np.testing.assert_allclose(to_torch(model)(torch.from_numpy(x)).numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,9 @@ coremltools' ``prelu`` takes rank-3 to rank-5 inputs only ("prelu op: rank 3 or 
 a per-channel PReLU after a fully connected layer (rank 2, the zoo's MTCNN R-Net and O-Net) stops the conversion.
 ``PReLU(x, slope) = Relu(x) - slope * Relu(-x)`` computes the same for every x (one side of each is zero) with ops
 every route converts.
+
+onnx2torch has no converter for old-opset ``Dropout``, and the one it has for newer opsets hands the next layer a
+tuple element of the wrong rank (AlexNet's classifier): an inference Dropout is the identity, so it becomes one.
 """
 
 from __future__ import annotations
@@ -49,3 +52,28 @@ def prelu_as_relus(model: Any) -> tuple[Any, list[str]]:
     del fixed.graph.node[:]
     fixed.graph.node.extend(nodes)
     return fixed, [n.name or "<unnamed>" for n in targets]
+
+
+def dropout_as_identity(model: Any) -> tuple[Any, list[str]]:
+    """A copy of ``model`` whose inference Dropouts (no training_mode input, mask unused) are Identity nodes, and
+    their names; ``model`` itself when there are none."""
+    import onnx
+
+    consumed = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+
+    def inference_only(node: Any) -> bool:
+        mask_used = len(node.output) > 1 and node.output[1] and node.output[1] in consumed
+        return node.op_type == "Dropout" and len([i for i in node.input if i]) <= 2 and not mask_used
+
+    targets = [n.name or "<unnamed>" for n in model.graph.node if inference_only(n)]
+    if not targets:
+        return model, []
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for node in fixed.graph.node:
+        if inference_only(node):
+            node.op_type = "Identity"
+            del node.input[1:]
+            del node.output[1:]
+            del node.attribute[:]
+    return fixed, targets

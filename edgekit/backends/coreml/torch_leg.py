@@ -29,6 +29,8 @@ def blocking_nodes(model: Any) -> dict[str, list[str]]:
     opsets = {entry.domain or "": entry.version for entry in model.opset_import}
     found: dict[str, list[str]] = {}
     for node in model.graph.node:
+        if node.op_type == "Dropout":
+            continue  # an inference Dropout becomes an Identity before onnx2torch sees it (onnx_fixes)
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
         try:
             registry.get_converter(node.op_type, opsets.get(domain, opsets.get("", 1)), domain or "")
@@ -44,10 +46,11 @@ def describe_blocking(found: dict[str, list[str]]) -> list[str]:
 
 def to_torch(model: Any) -> Any:
     """The onnx2torch module in eval mode; unsupported ops become a StageError naming op and nodes."""
-    from edgekit.backends.coreml.onnx_fixes import prelu_as_relus
+    from edgekit.backends.coreml.onnx_fixes import dropout_as_identity, prelu_as_relus
 
     onnx2torch = require("onnx2torch", "coreml", purpose="ONNX to PyTorch for Core ML")
     model, _ = prelu_as_relus(model)  # coremltools' prelu takes ranks 3-5 only
+    model, _ = dropout_as_identity(model)  # onnx2torch's Dropout breaks the next layer
     try:
         return onnx2torch.convert(model).eval()
     except NotImplementedError as exc:
