@@ -27,6 +27,10 @@ def debug_text(row: dict) -> str:
     first = debug.get("first_divergence")
     if first and row["status"] != PASS:
         parts.append(f"first divergence `{_clean(first['node'])}` ({first['op']})")
+    elif debug and row["status"] != PASS:
+        # locate compared the layers it could map and none fell below the tolerance (e.g. constant outputs)
+        kept = "" if floats else f"fallback tried {debug.get('rounds', 0) - 1} rounds, kept nothing; "
+        parts.append(f"{kept}no divergent layer located")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
