@@ -56,6 +56,10 @@ class SampleSet:
         """The same samples minus some inputs (inputs frozen with --fix-input)."""
         return SampleSet({k: v for k, v in self.arrays.items() if k not in names}, self.source)
 
+    def with_aliases(self, mapping: dict[str, str]) -> SampleSet:
+        """The same samples reachable under their names and under ``mapping``'s new names too."""
+        return SampleSet({**self.arrays, **{mapping[k]: v for k, v in self.arrays.items() if k in mapping}}, self.source)
+
     def renamed(self, mapping: dict[str, str]) -> SampleSet:
         """The same samples keyed by other input names (the sanitized names a backend sees)."""
         return SampleSet({mapping.get(k, k): v for k, v in self.arrays.items()}, self.source)

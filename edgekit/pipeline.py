@@ -249,7 +249,9 @@ def _build(source: Any, exporting: export.ExportSettings | None, profile: Target
         return _verify(candidate, backend, profile, precision, samples, references, options, _Run(SilentProgress()), transports)
 
     debugged = debug_build(DebugRequest(
-        backend, ctx, profile, options, artifact, verifications, device_error, samples, profile.tolerance_for(precision), transports,
+        # the samples under the user's input names (the installed artifact's bindings) and the converters' (ctx.model)
+        backend, ctx, profile, options, artifact, verifications, device_error, samples.with_aliases(names.tensors),
+        profile.tolerance_for(precision), transports,
         verify=verify_candidate,
         install=lambda candidate, installed: install_artifact(candidate, staging, replacing=installed), primary=primary_result))
     for record in debugged.stages:

@@ -370,3 +370,22 @@ def test_profile_fallback_table_is_checked(tmp_path):
     path.write_text('name = "p"\nbackend = "tflite"\n[fallback]\nbudget = 1.5\n')
     with pytest.raises(ProfileError, match="fallback.budget"):
         load_profile_file(path)
+
+
+def test_locate_works_when_the_input_name_is_renamed_for_the_converters(tmp_path):
+    """An input named like a Caffe2 export's (``gpu_0/data_0``) is renamed in the converters' copy; locate must feed
+    onnxruntime under that copy's names and still report the user's node names (the zoo's ResNet-50 hit this)."""
+    import onnx
+
+    model = planted.outlier_model()
+    old = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = ["gpu_0/data_0" if name == old else name for name in node.input]
+    model.graph.input[0].name = "gpu_0/data_0"
+    path = tmp_path / "renamed.onnx"
+    onnx.save(model, str(path))
+    np.save(tmp_path / "calib.npy", planted.calibration())
+    report = _build(path, "arm-ncnn", "int8", tmp_path / "out", tmp_path / "calib.npy", fallback="none")
+    assert report.sanitized_names and "gpu_0/data_0" in report.sanitized_names["io"]
+    assert report.verification.locate["status"] == "located", report.verification.locate
+    assert report.verification.first_divergence["node"] == "/mix/Conv"

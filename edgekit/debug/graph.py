@@ -136,10 +136,12 @@ def reference_values(model: Any, samples: SampleSet, tensors: list[str]) -> list
 
     session = session_for(with_outputs(model, tensors))
     wanted = [t for t in tensors if t in {o.name for o in session.get_outputs()}]
+    inputs = [i.name for i in session.get_inputs()]
     results = []
     for index in range(samples.count):
+        sample = samples.sample(index)
         try:
-            values = session.run(wanted, samples.sample(index))
+            values = session.run(wanted, {name: sample[name] for name in inputs if name in sample})
         except Exception as exc:  # onnxruntime's own exception types
             raise ToolError(f"onnxruntime failed to compute intermediate tensors on sample {index}: {tail(str(exc), 5)}") from None
         results.append({name: np.asarray(value) for name, value in zip(wanted, values, strict=True)
