@@ -175,12 +175,12 @@ def user_node_ids(original: Any, named: Any) -> dict[str, str]:
     return {new: old for new, old in pairs if new != old}
 
 
-def user_names_in(section: Any, original: Any, named: Any, mapping: NameMap) -> Any:
-    """``section`` (a locate or fallback report section, measured on the renamed copy ``named`` of the user's
-    ``original`` model) with node and tensor names put back to the user's, so the report names what the user has."""
+def user_names_in(section: Any, nodes: dict[str, str], mapping: NameMap) -> Any:
+    """``section`` (a locate or fallback report section, measured on the renamed copy of the user's model) with node
+    names (``nodes``: from :func:`user_node_ids`) and tensor names put back to the user's, so the report names what
+    the user has."""
     if not (mapping.tensors or mapping.nodes) or section is None:
         return section
-    nodes = user_node_ids(original, named)
     tensors = {new: old for old, new in mapping.tensors.items()}
 
     def walk(value: Any, key: str | None = None) -> Any:

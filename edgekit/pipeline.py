@@ -259,9 +259,9 @@ def _build(source: Any, exporting: export.ExportSettings | None, profile: Target
     artifact, verifications, device_error = debugged.artifact, debugged.verifications, debugged.device_error
     for result in verifications:
         result.calibration_samples = prepared.calibration_samples
-        result.first_divergence, result.layers, result.locate = (user_names_in(part, simplified, named, names)
+        result.first_divergence, result.layers, result.locate = (user_names_in(part, ctx.user_nodes, names)
                                                                  for part in (result.first_divergence, result.layers, result.locate))
-    debugged.quantization = user_names_in(debugged.quantization, simplified, named, names)
+    debugged.quantization = user_names_in(debugged.quantization, ctx.user_nodes, names)
     files = [artifact.path, *artifact.extra_files]
     report = BuildReport(
         edgekit_version=__version__,

@@ -122,14 +122,10 @@ def choose_samples(calib: SampleSet | None, verify: SampleSet | None, calibrates
     return calib.head(start), calib.select(start, stop, f"held-out:{path}[{start}:{stop}]")
 
 
-#: blocking ops the simplifier may remove; refused only if they are still there after it
-DEFERRED_UNTIL_SIMPLIFIED = ("If ", "Dropout ")
-
-
 def refuse_blocking(blocking: list[str], profile: TargetProfile, model_path: Path, defer_if: bool = False) -> None:
     """Raise StageError naming the ops the backend cannot take (``blocking_ops`` lines, "op (nodes): reason")."""
-    if defer_if:  # judged again after simplification: an If on a frozen input folds, an inference Dropout goes
-        blocking = [line for line in blocking if not line.startswith(DEFERRED_UNTIL_SIMPLIFIED)]
+    if defer_if:
+        blocking = [line for line in blocking if not line.startswith("If ")]
     if blocking:
         raise StageError(f"the {profile.backend} backend cannot convert these ops:\n  " + "\n  ".join(blocking),
                          hint=f"run 'edgekit inspect {model_path} --target {profile.name}', or pick another target"

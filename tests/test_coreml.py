@@ -313,8 +313,8 @@ def _pool_model(path: Path, dropout: bool, pads: list[int]) -> Path:
     return path
 
 
-def test_inference_dropout_is_judged_after_simplification(tmp_path, ios):
-    """onnx2torch has no Dropout converter, but the simplifier removes an inference Dropout: no refusal at load."""
+def test_inference_dropout_is_not_refused(tmp_path, ios):
+    """onnx2torch has no Dropout converter at old opsets, but an inference Dropout becomes an Identity first: no refusal at load."""
     report = build(_pool_model(tmp_path / "drop.onnx", dropout=True, pads=[0, 0, 0, 0]), ios, precision="fp16", out_dir=tmp_path / "out")
     assert report.verification.status == "skipped" and "macOS" in report.verification.reason  # built; Linux cannot run it
     assert list((tmp_path / "out").glob("*.mlpackage"))
@@ -345,6 +345,14 @@ def test_inference_dropout_becomes_identity_before_onnx2torch(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     fixed, rewritten = dropout_as_identity(model)
     assert rewritten == ["drop6"] and "Dropout" not in blocking_nodes(model)
+    old_opset = onnx.ModelProto()
+    old_opset.CopyFrom(model)
+    old_opset.opset_import[0].version = 9  # onnx2torch has no Dropout converter below opset 10 (the light models)
+    assert "Dropout" not in blocking_nodes(old_opset)
+    with_mask = onnx.ModelProto()
+    with_mask.CopyFrom(old_opset)
+    with_mask.graph.output.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 8]))
+    assert blocking_nodes(with_mask)["Dropout"] == ["drop6"]  # a Dropout whose mask is read is not the identity
     x = rng.standard_normal((1, 16)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0], expected)

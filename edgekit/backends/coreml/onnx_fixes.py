@@ -59,21 +59,26 @@ def dropout_as_identity(model: Any) -> tuple[Any, list[str]]:
     their names; ``model`` itself when there are none."""
     import onnx
 
-    consumed = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-
-    def inference_only(node: Any) -> bool:
-        mask_used = len(node.output) > 1 and node.output[1] and node.output[1] in consumed
-        return node.op_type == "Dropout" and len([i for i in node.input if i]) <= 2 and not mask_used
-
-    targets = [n.name or "<unnamed>" for n in model.graph.node if inference_only(n)]
-    if not targets:
+    positions = inference_dropouts(model)
+    if not positions:
         return model, []
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    for node in fixed.graph.node:
-        if inference_only(node):
-            node.op_type = "Identity"
-            del node.input[1:]
-            del node.output[1:]
-            del node.attribute[:]
-    return fixed, targets
+    for position in positions:
+        node = fixed.graph.node[position]
+        node.op_type = "Identity"
+        del node.input[1:]
+        del node.output[1:]
+        del node.attribute[:]
+    return fixed, [model.graph.node[p].name or "<unnamed>" for p in positions]
+
+
+def inference_dropouts(model: Any) -> list[int]:
+    """Positions of the Dropouts that compute the identity here: no training_mode input, mask unused."""
+    consumed = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+
+    def mask_used(node: Any) -> bool:
+        return len(node.output) > 1 and bool(node.output[1]) and node.output[1] in consumed
+
+    return [i for i, node in enumerate(model.graph.node)
+            if node.op_type == "Dropout" and len([n for n in node.input if n]) <= 2 and not mask_used(node)]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit._lazy import require
+from edgekit.backends.coreml.onnx_fixes import dropout_as_identity, inference_dropouts, prelu_as_relus
 from edgekit.calibration import SampleSet
 from edgekit.errors import StageError
 from edgekit.metrics import compare, merge
@@ -27,10 +28,11 @@ def blocking_nodes(model: Any) -> dict[str, list[str]]:
     """op_type -> node names for nodes onnx2torch has no converter for (at the model's opset)."""
     registry = require("onnx2torch.node_converters.registry", "coreml", purpose="ONNX to PyTorch for Core ML")
     opsets = {entry.domain or "": entry.version for entry in model.opset_import}
+    rewritten = set(inference_dropouts(model))  # these become Identity before onnx2torch sees them (onnx_fixes)
     found: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        if node.op_type == "Dropout":
-            continue  # an inference Dropout becomes an Identity before onnx2torch sees it (onnx_fixes)
+    for position, node in enumerate(model.graph.node):
+        if position in rewritten:
+            continue
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
         try:
             registry.get_converter(node.op_type, opsets.get(domain, opsets.get("", 1)), domain or "")
@@ -46,8 +48,6 @@ def describe_blocking(found: dict[str, list[str]]) -> list[str]:
 
 def to_torch(model: Any) -> Any:
     """The onnx2torch module in eval mode; unsupported ops become a StageError naming op and nodes."""
-    from edgekit.backends.coreml.onnx_fixes import dropout_as_identity, prelu_as_relus
-
     onnx2torch = require("onnx2torch", "coreml", purpose="ONNX to PyTorch for Core ML")
     model, _ = prelu_as_relus(model)  # coremltools' prelu takes ranks 3-5 only
     model, _ = dropout_as_identity(model)  # onnx2torch's Dropout breaks the next layer
