@@ -3,6 +3,10 @@ module decides how it looks. Machine-readable output (--json) bypasses it."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,25 @@ def _table(*columns: str, title: str, right: tuple[str, ...] = ()) -> Any:
     return table
 
 
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it. rich's live display is not safe to interrupt
+    half-way: a Ctrl-C inside its start leaves it half set up, and stopping it then fails with an IndexError
+    that hides the clean "interrupted" exit. (Masking the signal would not do: another thread, rich's own
+    refresh thread among them, would take it and Python would still raise in the main thread.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets Python's signals
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
 class RichProgress:
     """Stage-by-stage progress on stderr: a spinner while a stage runs, a line when it ends."""
 
@@ -52,8 +75,9 @@ class RichProgress:
         if self.quiet:
             return
         self._stop()
-        self.status = self.console.status(f"[bold]{name}[/]: {description}...")
-        self.status.start()
+        with ctrl_c_held():
+            self.status = self.console.status(f"[bold]{name}[/]: {description}...")
+            self.status.start()
 
     def stage_finished(self, record: Any) -> None:
         if self.quiet:
@@ -70,8 +94,9 @@ class RichProgress:
 
     def _stop(self) -> None:
         if self.status is not None:
-            self.status.stop()
-            self.status = None
+            with ctrl_c_held():
+                self.status.stop()
+                self.status = None
 
     def close(self) -> None:
         self._stop()
