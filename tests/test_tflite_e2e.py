@@ -53,3 +53,30 @@ def test_int8_io_profile_option(superres, tmp_path):
                        '[backend_options]\nint8_io = "int8"\n')
     report = edgekit.build(superres, str(profile), calib=calibration_for(superres, tmp_path), out_dir=tmp_path / "o")
     assert report.verification.status == "passed", report.verification.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_fixture", ["cnn", "transformer"])
+def test_graph_route_builds_and_verifies(model_fixture, request, tmp_path):
+    """float_route = "graph": onnx2tf's float files come from the frozen graph, not the Keras model (the route
+    big models take by default, too big to test here); without a SignatureDef, I/O is read from tensor details."""
+    model = request.getfixturevalue(model_fixture)
+    profile = tmp_path / "graph.toml"
+    profile.write_text('name = "graph"\nbackend = "tflite"\nprecisions = ["fp32", "int8"]\ndefault_precision = "fp32"\n'
+                       '[backend_options]\nfloat_route = "graph"\n')
+    for precision in ("fp32", "int8"):
+        calib = calibration_for(model, tmp_path) if precision == "int8" else None
+        report = edgekit.build(model, str(profile), precision=precision, calib=calib, out_dir=tmp_path / precision)
+        assert report.verification.status == "passed", (precision, report.verification.reason)
+        convert = next(s for s in report.stages if s.name == "convert")
+        assert convert.detail["float_route"] == "graph"
+        if precision == "fp32":
+            io = next(s.detail["tflite_io"] for s in report.stages if "tflite_io" in s.detail)
+            assert io["source"] == "tensor_details"
+
+
+def test_float_route_is_checked_when_the_profile_loads(tmp_path):
+    profile = tmp_path / "bad.toml"
+    profile.write_text('name = "bad"\nbackend = "tflite"\n[backend_options]\nfloat_route = "frozen"\n')
+    with pytest.raises(edgekit.errors.ProfileError, match="float_route"):
+        edgekit.build(tmp_path / "missing.onnx", str(profile), out_dir=tmp_path / "o")

@@ -31,6 +31,9 @@ NHWC = (0, 2, 3, 1)
 # onnx2tf looks for this file in its working directory and downloads it when it is missing.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TOOL = [sys.executable, "-m", "edgekit.backends.tflite.tool"]
+# Keras' route costs roughly 40x the weights in memory (onnx2tf_graph.py has the measurements): from 64 M
+# parameters (256 MB of fp32) on, that is more than most build hosts have
+GRAPH_ROUTE_PARAMETERS = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class TFLiteOptions(BackendOptions):
 
     int8_io: str = option("float", choices=("float", "int8"))  # int8 builds: float or int8 model inputs/outputs
     num_threads: int = option(4, minimum=1, maximum=256)
+    # how onnx2tf makes its float TFLite files: from the Keras model (keeps a SignatureDef) or from the frozen
+    # graph (no Keras JSON of the weights: a fraction of the memory for big models); auto: graph from
+    # GRAPH_ROUTE_PARAMETERS parameters up
+    float_route: str = option("auto", choices=("auto", "keras", "graph"))
 
 
 class TFLiteBackend(Backend):
@@ -127,14 +134,16 @@ class TFLiteBackend(Backend):
         # one onnx2tf run per model and build: the float twin and fallback rounds reuse it
         source, edged = self._onnx2tf_input(ctx)
         digest = hashlib.sha256(ctx.model.SerializeToString())
-        digest.update(repr(edged).encode())  # int8 converts the edge-padded model (see onnx_fixes)
+        digest.update(repr((edged, float_route(ctx))).encode())  # int8 converts the edge-padded model (see onnx_fixes)
         out = (ctx.shared_dir or ctx.work_dir) / f"onnx2tf-{digest.hexdigest()[:16]}"
         files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         if all(path.is_file() for path in files.values()) and (out / "saved_model.pb").is_file():
             ctx.record("convert", started, "onnx2tf", version, saved_model=True, reused=out.name)
             return out, files
         self._write_onnx2tf_sample(ctx)
-        argv = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
+        route = float_route(ctx)
+        launcher = "onnx2tf" if route == "keras" else "edgekit.backends.tflite.onnx2tf_graph"
+        argv = [sys.executable, "-m", launcher, "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
         if keep:
             argv += ["-kat", *keep]
@@ -144,7 +153,7 @@ class TFLiteBackend(Backend):
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
         ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
-                   max_pools_edge_padded=edged)
+                   max_pools_edge_padded=edged, float_route=route)
         return out, files
 
     @staticmethod
@@ -242,6 +251,16 @@ class TFLiteBackend(Backend):
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
+
+
+def float_route(ctx: ConvertContext) -> str:
+    """"keras" or "graph": the profile's choice, or by the model's size (see GRAPH_ROUTE_PARAMETERS)."""
+    chosen = ctx.options.float_route
+    if chosen != "auto":
+        return chosen
+    from edgekit.modelio import parameter_count
+
+    return "graph" if parameter_count(ctx.model) >= GRAPH_ROUTE_PARAMETERS else "keras"
 
 
 def _squeezed(shape: list) -> list:
