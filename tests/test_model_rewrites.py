@@ -119,3 +119,37 @@ def test_padded_and_ceil_mode_max_pools_read_edges_exactly(tmp_path):
     onnx.checker.check_model(rewritten, full_check=True)
     x = np.random.default_rng(0).standard_normal((1, 3, 24, 24)).astype(np.float32) * 5
     np.testing.assert_array_equal(session_for(model).run(None, {"image": x})[0], session_for(rewritten).run(None, {"image": x})[0])
+
+
+def _gather_of_concat(thickness: int, gather_axis: int, index: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    parts = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [thickness, 1, 4]) for k in range(3)]
+    nodes = [helper.make_node("Concat", ["x0", "x1", "x2"], ["stack"], axis=0),
+             helper.make_node("Constant", [], ["index"], value=numpy_helper.from_array(np.array(index, np.int64))),
+             helper.make_node("Gather", ["stack", "index"], ["picked"], axis=gather_axis, name="pick")]
+    shape = [1, 4] if (thickness, gather_axis) == (1, 0) else None
+    graph = helper.make_graph(nodes, "g", parts, [helper.make_tensor_value_info("picked", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("index", [-1, 0, 2])
+def test_gather_of_one_concatenated_input_reads_it_directly(index):
+    from edgekit.backends.tflite.onnx_fixes import gathers_from_concats
+
+    model = _gather_of_concat(1, 0, index)
+    rewritten, changed = gathers_from_concats(model)
+    assert changed == ["pick"] and [n.op_type for n in rewritten.graph.node if n.name == "pick"] == ["Squeeze"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {f"x{k}": rng.standard_normal((1, 1, 4)).astype(np.float32) for k in range(3)}
+    np.testing.assert_array_equal(session_for(model).run(None, feeds)[0], session_for(rewritten).run(None, feeds)[0])
+
+
+@pytest.mark.parametrize(("thickness", "axis"), [(2, 0), (1, 1)], ids=["inputs-two-thick", "other-axis"])
+def test_gathers_that_are_not_one_input_are_left_alone(thickness, axis):
+    from edgekit.backends.tflite.onnx_fixes import gathers_from_concats
+
+    model = _gather_of_concat(thickness, axis, 0)
+    rewritten, changed = gathers_from_concats(model)
+    assert changed == [] and rewritten is model

@@ -254,3 +254,34 @@ def test_ceil_mode_max_pool_int8_runs_in_xnnpack(tmp_path):
     report = edgekit.build(model, "android", precision="int8", calib=tmp_path / "images.npy", out_dir=tmp_path / "out", options=_options())
     assert report.verification.status == "passed", report.verification.reason
     assert len(next(s for s in report.stages if s.name == "convert").detail["max_pools_edge_padded"]) == 2
+
+
+def _stacked_lstm_export(path: Path) -> Path:
+    """A 3-layer LSTM whose head reads ``hidden[-1]`` (Resemblyzer's speaker encoder in small), exported by PyTorch:
+    the layers' final states are concatenated and the last one gathered."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm, self.linear = torch.nn.LSTM(10, 16, num_layers=3, batch_first=True), torch.nn.Linear(16, 8)
+
+        def forward(self, mels):
+            _, (hidden, _) = self.lstm(mels)
+            return torch.relu(self.linear(hidden[-1]))
+
+    torch.onnx.export(Encoder().eval(), (torch.randn(1, 20, 10),), str(path), input_names=["mels"], output_names=["embedding"],
+                      opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.mark.slow
+def test_stacked_lstm_last_hidden_state_for_tflite(tmp_path):
+    """onnx2tf returned the whole stack of final states for ``hidden[-1]`` ((3, 8) for (1, 8)): the Gather of one
+    concatenated input now reads that input directly, and the build verifies."""
+    model = _stacked_lstm_export(tmp_path / "encoder.onnx")
+    report = edgekit.build(model, "android", precision="fp32", out_dir=tmp_path / "out", options=_options(use_cache=False))
+    assert report.verification.status == "passed", report.verification.reason
+    assert report.verification.outputs[0].sqnr_db > 60
+    assert next(s for s in report.stages if s.name == "convert").detail["gathers_from_concats"] == ["/Gather"]

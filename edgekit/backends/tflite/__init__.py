@@ -132,9 +132,9 @@ class TFLiteBackend(Backend):
         started = time.perf_counter()
         stem = ctx.model_path.stem
         # one onnx2tf run per model and build: the float twin and fallback rounds reuse it
-        source, edged = self._onnx2tf_input(ctx)
+        source, rewritten = self._onnx2tf_input(ctx)
         digest = hashlib.sha256(ctx.model.SerializeToString())
-        digest.update(repr((edged, float_route(ctx))).encode())  # int8 converts the edge-padded model (see onnx_fixes)
+        digest.update(repr((rewritten, float_route(ctx))).encode())  # e.g. int8 converts the edge-padded model (onnx_fixes)
         out = (ctx.shared_dir or ctx.work_dir) / f"onnx2tf-{digest.hexdigest()[:16]}"
         files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         if all(path.is_file() for path in files.values()) and (out / "saved_model.pb").is_file():
@@ -152,20 +152,24 @@ class TFLiteBackend(Backend):
         for path in files.values():
             if not path.is_file():
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
+        named = {kind: [ctx.user_node(node) for node in nodes] for kind, nodes in rewritten.items()}
         ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
-                   max_pools_edge_padded=edged, float_route=route)
+                   float_route=route, **{"max_pools_edge_padded": [], **named})
         return out, files
 
     @staticmethod
-    def _onnx2tf_input(ctx: ConvertContext) -> tuple[Path, list[str]]:
-        """The model onnx2tf converts: for int8, padded MaxPools read edge-replicated input (see onnx_fixes)."""
-        if ctx.precision != "int8":
-            return ctx.model_path, []
-        from edgekit.backends.tflite.onnx_fixes import max_pool_edges
+    def _onnx2tf_input(ctx: ConvertContext) -> tuple[Path, dict[str, list[str]]]:
+        """The model onnx2tf converts, and the nodes rewritten for it (see onnx_fixes): Gathers of one concatenated
+        input read it directly; for int8, padded MaxPools read edge-replicated input."""
+        from edgekit.backends.tflite.onnx_fixes import gathers_from_concats, max_pool_edges
         from edgekit.modelio import save_model
 
-        model, edged = max_pool_edges(ctx.model)
-        return (save_model(model, ctx.work_dir / "edged" / ctx.model_path.name), edged) if edged else (ctx.model_path, [])
+        model, rewritten = ctx.model, {}
+        model, rewritten["gathers_from_concats"] = gathers_from_concats(model)
+        if ctx.precision == "int8":
+            model, rewritten["max_pools_edge_padded"] = max_pool_edges(model)
+        rewritten = {kind: nodes for kind, nodes in rewritten.items() if nodes}
+        return (save_model(model, ctx.work_dir / "rewritten" / ctx.model_path.name), rewritten) if rewritten else (ctx.model_path, {})
 
     @staticmethod
     def _write_onnx2tf_sample(ctx: ConvertContext) -> None:

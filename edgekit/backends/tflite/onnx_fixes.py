@@ -1,4 +1,11 @@
-"""ONNX rewrites onnx2tf needs for int8, exact by construction.
+"""ONNX rewrites onnx2tf needs, exact by construction.
+
+Every precision: ``Gather(Concat(x0, x1, ...), i)`` over the concatenated axis, each ``xk`` one element thick
+there, is ``Squeeze(xi)``. PyTorch writes this for ``hidden[-1]`` of a multi-layer LSTM/GRU (the layers' final
+states concatenated, the last one taken: the zoo's Resemblyzer speaker encoder), and onnx2tf returns the whole
+stack instead ((3, 256) for (1, 256)).
+
+int8:
 
 onnx2tf lowers a padded or ``ceil_mode`` MaxPool to ``PADV2(-FLT_MAX)`` + ``MAX_POOL_2D``. In an int8 model the pad's
 output then has a quantization scale of about 1e36 (the calibrator saw -3.4e38), and XNNPACK refuses the whole model
@@ -108,4 +115,70 @@ def max_pool_edges(model: Any) -> tuple[Any, list[str]]:
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     copy.ir_version = max(int(copy.ir_version), 4)  # the new constants are initializers, not graph inputs
+    return copy, changed
+
+
+def _constant_scalars(model: Any) -> dict[str, int]:
+    """Integer scalars defined by Constant nodes or initializers, by tensor name."""
+    from onnx import numpy_helper
+
+    tensors = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensors[node.output[0]] = node.attribute[0].t
+    scalars = {}
+    for name, tensor in tensors.items():
+        if len(tensor.dims) == 0 and tensor.data_type in (6, 7):  # INT32, INT64
+            scalars[name] = int(numpy_helper.to_array(tensor))
+    return scalars
+
+
+def gathers_from_concats(model: Any) -> tuple[Any, list[str]]:
+    """A copy of ``model`` where ``Gather(Concat(...), constant i)`` over the concatenated axis, with every
+    concatenated input one element thick on it, reads input ``i`` directly (a Squeeze); the Gathers changed."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    scalars = _constant_scalars(model)
+    dims: dict[str, list[int]] | None = None
+    plans: dict[str, str] = {}
+    for node in model.graph.node:
+        concat = producers.get(node.input[0]) if node.op_type == "Gather" else None
+        if concat is None or concat.op_type != "Concat" or len(node.input) < 2 or node.input[1] not in scalars:
+            continue
+        dims = _static_dims(model) if dims is None else dims
+        shapes = [dims.get(name) for name in concat.input]
+        if any(shape is None for shape in shapes):
+            continue
+        rank = len(shapes[0])
+        axis, concat_axis = _attr(node, "axis", 0) % rank, _attr(concat, "axis", 0) % rank
+        count = len(concat.input)
+        index = scalars[node.input[1]]
+        if axis != concat_axis or not -count <= index < count or any(shape[axis] != 1 for shape in shapes):
+            continue
+        plans[node.output[0]] = concat.input[index % count]
+    if not plans:
+        return model, []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    nodes, changed = [], []
+    for node in copy.graph.node:
+        source = plans.get(node.output[0]) if node.op_type == "Gather" else None
+        if source is None:
+            nodes.append(node)
+            continue
+        axis = _attr(node, "axis", 0) % len(dims[source])
+        name = node.name or node.output[0]
+        if opset >= 13:
+            axes = f"{node.output[0]}_edgekit_axes"
+            copy.graph.initializer.append(numpy_helper.from_array(np.array([axis], np.int64), axes))
+            nodes.append(helper.make_node("Squeeze", [source, axes], [node.output[0]], name=name))
+        else:
+            nodes.append(helper.make_node("Squeeze", [source], [node.output[0]], name=name, axes=[axis]))
+        changed.append(name)
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    copy.ir_version = max(int(copy.ir_version), 4)
     return copy, changed
