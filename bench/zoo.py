@@ -57,15 +57,17 @@ def tool_versions() -> dict:
 
 
 def merge(paths: list[Path], out: Path) -> Path:
-    """One results file from runs over disjoint model sets (e.g. run side by side); rows and models concatenated."""
+    """One results file from several runs (e.g. run side by side over disjoint model sets); a later file's
+    models replace the rows an earlier file had for them (a re-run after a fix), recorded in ``superseded``."""
     parts = [json.loads(p.read_text()) for p in paths]
-    combined = {**parts[0], "models": {}, "rows": [], "merged_from": [p.name for p in paths],
+    combined = {**parts[0], "models": {}, "rows": [], "merged_from": [p.name for p in paths], "superseded": {},
                 "total_seconds": max(p["total_seconds"] for p in parts), "prepare_seconds": max(p["prepare_seconds"] for p in parts)}
-    for part in parts:
-        if set(part["models"]) & set(combined["models"]):
-            raise SystemExit(f"--merge: model sets overlap: {sorted(set(part['models']) & set(combined['models']))}")
+    for path, part in zip(paths, parts):
+        rerun = set(part["models"]) & set(combined["models"])
+        for model in sorted(rerun):
+            combined["superseded"][model] = path.name
+        combined["rows"] = [row for row in combined["rows"] if row["model"] not in rerun] + part["rows"]
         combined["models"].update(part["models"])
-        combined["rows"] += part["rows"]
     out.write_text(json.dumps(combined, indent=2) + "\n")
     return out
 
@@ -91,7 +93,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="build folders (default $EDGEKIT_ZOO_DIR/runs)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the Markdown table of an existing results file")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md (between the zoo-table markers)")
-    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="combine results files of disjoint model sets into --out")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="combine results files into --out (a later file's models replace an earlier file's rows for them)")
     args = parser.parse_args()
     if args.merge:
         args.render = merge(args.merge, args.out)
