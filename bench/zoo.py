@@ -62,12 +62,14 @@ def merge(paths: list[Path], out: Path) -> Path:
     parts = [json.loads(p.read_text()) for p in paths]
     combined = {**parts[0], "models": {}, "rows": [], "merged_from": [p.name for p in paths], "superseded": {},
                 "total_seconds": max(p["total_seconds"] for p in parts), "prepare_seconds": max(p["prepare_seconds"] for p in parts)}
-    for path, part in zip(paths, parts):
+    for path, part in zip(paths, parts, strict=True):
         rerun = set(part["models"]) & set(combined["models"])
         for model in sorted(rerun):
             combined["superseded"][model] = path.name
         combined["rows"] = [row for row in combined["rows"] if row["model"] not in rerun] + part["rows"]
         combined["models"].update(part["models"])
+    order = {name: index for index, name in enumerate(MODELS)}  # rows in the zoo's order, whichever run they came from
+    combined["models"] = dict(sorted(combined["models"].items(), key=lambda item: order.get(item[0], len(order))))
     out.write_text(json.dumps(combined, indent=2) + "\n")
     return out
 
