@@ -31,7 +31,7 @@ NHWC = (0, 2, 3, 1)
 # onnx2tf looks for this file in its working directory and downloads it when it is missing.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TOOL = [sys.executable, "-m", "edgekit.backends.tflite.tool"]
-# Keras' route costs roughly 40x the weights in memory (onnx2tf_graph.py has the measurements): from 64 M
+# Keras' route costs 40x the weights in memory or more (onnx2tf_graph.py has the measurements): from 64 M
 # parameters (256 MB of fp32) on, that is more than most build hosts have
 GRAPH_ROUTE_PARAMETERS = 64 * 2**20
 
