@@ -372,6 +372,13 @@ def op_histogram(model: Any) -> Counter:
     return Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node)
 
 
+def constant_tensors(model: Any) -> dict[str, Any]:
+    """The tensors whose values the graph fixes, by name: initializers and Constant nodes' ``value``."""
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    return constants
+
+
 def parameter_count(model: Any) -> int:
     total = 0
     for tensor in model.graph.initializer:

@@ -298,8 +298,9 @@ def _strided_slices(model: Any) -> list[str]:
     """Slice nodes whose constant ``steps`` input has a step other than 1 (YOLOX's Focus stem: x[..., ::2, ::2])."""
     from onnx import numpy_helper
 
-    constants = {t.name: t for t in model.graph.initializer}
-    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    from edgekit.modelio import constant_tensors
+
+    constants = constant_tensors(model)
     found = []
     for node in model.graph.node:
         if node.op_type == "Slice" and len(node.input) > 4 and node.input[4] in constants:

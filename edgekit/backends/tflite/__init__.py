@@ -133,15 +133,15 @@ class TFLiteBackend(Backend):
         stem = ctx.model_path.stem
         # one onnx2tf run per model and build: the float twin and fallback rounds reuse it
         source, rewritten = self._onnx2tf_input(ctx)
+        route = float_route(ctx)
         digest = hashlib.sha256(ctx.model.SerializeToString())
-        digest.update(repr((rewritten, float_route(ctx))).encode())  # e.g. int8 converts the edge-padded model (onnx_fixes)
+        digest.update(repr((rewritten, route)).encode())  # e.g. int8 converts the edge-padded model (onnx_fixes)
         out = (ctx.shared_dir or ctx.work_dir) / f"onnx2tf-{digest.hexdigest()[:16]}"
         files = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
         if all(path.is_file() for path in files.values()) and (out / "saved_model.pb").is_file():
             ctx.record("convert", started, "onnx2tf", version, saved_model=True, reused=out.name)
             return out, files
         self._write_onnx2tf_sample(ctx)
-        route = float_route(ctx)
         launcher = "onnx2tf" if route == "keras" else "edgekit.backends.tflite.onnx2tf_graph"
         argv = [sys.executable, "-m", launcher, "-i", str(source), "-o", str(out), "-osd", "-coion", "-n"]
         keep = [spec.name for spec in ctx.inputs if len(spec.shape) != 4]
@@ -154,7 +154,7 @@ class TFLiteBackend(Backend):
                 raise StageError(f"convert: onnx2tf exited cleanly but did not write {path.name}", hint=f"see {ctx.work_dir / 'onnx2tf.log'}")
         named = {kind: [ctx.user_node(node) for node in nodes] for kind, nodes in rewritten.items()}
         ctx.record("convert", started, "onnx2tf", version, saved_model=True, nhwc_inputs=[s.name for s in ctx.inputs if len(s.shape) == 4],
-                   float_route=route, **{"max_pools_edge_padded": [], **named})
+                   float_route=route, max_pools_edge_padded=named.pop("max_pools_edge_padded", []), **named)
         return out, files
 
     @staticmethod

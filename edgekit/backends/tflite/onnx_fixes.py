@@ -119,18 +119,13 @@ def max_pool_edges(model: Any) -> tuple[Any, list[str]]:
 
 
 def _constant_scalars(model: Any) -> dict[str, int]:
-    """Integer scalars defined by Constant nodes or initializers, by tensor name."""
+    """Integer scalars the graph fixes (initializers or Constant nodes), by tensor name."""
     from onnx import numpy_helper
 
-    tensors = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            tensors[node.output[0]] = node.attribute[0].t
-    scalars = {}
-    for name, tensor in tensors.items():
-        if len(tensor.dims) == 0 and tensor.data_type in (6, 7):  # INT32, INT64
-            scalars[name] = int(numpy_helper.to_array(tensor))
-    return scalars
+    from edgekit.modelio import constant_tensors
+
+    return {name: int(numpy_helper.to_array(tensor)) for name, tensor in constant_tensors(model).items()
+            if len(tensor.dims) == 0 and tensor.data_type in (6, 7)}  # INT32, INT64
 
 
 def gathers_from_concats(model: Any) -> tuple[Any, list[str]]:
