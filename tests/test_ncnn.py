@@ -182,3 +182,21 @@ def test_profiles_resolve():
     assert android.default_precision == "fp16" and set(android.precisions) == {"fp32", "fp16", "int8"}
     assert resolve_target("ncnn").name == "android-ncnn"
     assert android.backend_options["vulkan"] is True and arm.backend_options["vulkan"] is False
+
+
+@pytest.mark.parametrize("steps_from", ["initializer", "constant-node"])
+def test_strided_slice_is_refused_at_load_naming_the_node(tmp_path, steps_from):
+    """YOLOX's Focus stem (x[..., ::2, ::2]): ncnn has no strided slice, so the build stops at load naming the node,
+    whether ``steps`` is an initializer or a Constant node's value."""
+    consts = {"starts": [0], "ends": [8], "axes": [3], "steps": [2]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items() if k != "steps" or steps_from == "initializer"]
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name="focus_slice")]
+    if steps_from == "constant-node":
+        nodes.insert(0, helper.make_node("Constant", [], ["steps"], value=numpy_helper.from_array(np.array([2], np.int64))))
+    graph = helper.make_graph(nodes, "focus", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 4])], inits)
+    model = tmp_path / "focus.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(model))
+    with pytest.raises(StageError) as info:
+        edgekit.build(model, "arm-ncnn", precision="fp32", out_dir=tmp_path / "out")
+    assert "Slice with steps other than 1 (focus_slice)" in str(info.value) and "stage 'load' failed" in str(info.value)
